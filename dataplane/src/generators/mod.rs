@@ -1,0 +1,1 @@
+//! Deterministic workload generators: each event is a pure function of `(seed, index)`.

@@ -1,0 +1,1 @@
+//! The shuffle between executors: rkyv record batches over QUIC with mutual TLS.

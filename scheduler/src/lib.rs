@@ -1,0 +1,5 @@
+//! The mesoflow scheduler: a Mesos framework (v1 scheduler HTTP API) hosting the JobManager and
+//! the ResourceManager, and the library behind the `mesoflow` command-line tool.
+
+pub mod cli;
+pub mod mesos;
