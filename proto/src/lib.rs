@@ -1,1 +1,54 @@
-//! placeholder
+//! Wire formats shared by every mesoflow process.
+//!
+//! - [`mesos::v1`]: the Mesos v1 messages (packages `mesos.v1`, `mesos.v1.scheduler`,
+//!   `mesos.v1.executor`), wire-compatible with Mesos 1.11. They are generated at build time from
+//!   our own `.proto` files (`proto/mesos/v1/`, themselves generated from the field table by
+//!   `tools/gen_mesos_protos.py`) with protox and prost: no system `protoc` is needed.
+//! - [`internal`]: mesoflow's own control messages carried in opaque Mesos byte fields
+//!   (`TaskInfo.data`, executor and scheduler MESSAGE data).
+//! - [`recordio`]: the `<decimal length>\n<bytes>` framing of the Mesos event streams.
+//!
+//! Decoding is tolerant where Mesos requires it: unknown fields are skipped and enum fields are
+//! kept as raw `i32`, so values added by newer masters (a 1.11 master already advertises
+//! `MasterInfo.Capability.Type = 3`) decode fine; use the generated `try_from`/accessors and treat
+//! unknown values as "ignore". prost does not enforce proto2 `required`: check what you rely on.
+
+pub mod recordio;
+
+/// Media type of a serialized protobuf `Call`/`Event` (request bodies and event streams).
+/// Mesos compares it as an exact string: never add parameters.
+pub const CONTENT_TYPE_PROTOBUF: &str = "application/x-protobuf";
+/// Media type of the JSON dialect of the same messages (debugging with curl).
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// The compiled `FileDescriptorSet` of every `.proto` in this crate (binary protobuf). Useful
+/// for reflection (e.g. Mesos-style JSON with `prost-reflect`) and for checking the schema.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mesoflow_descriptor_set.bin"));
+
+/// Mesos messages.
+pub mod mesos {
+    /// Mesos v1 API messages (`mesos.v1`).
+    #[allow(clippy::all, missing_docs, rustdoc::all)]
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/mesos.v1.rs"));
+
+        /// The v1 scheduler API (`mesos.v1.scheduler`): `Call`s a framework sends to
+        /// `/api/v1/scheduler` and the `Event`s it receives on its subscription stream.
+        pub mod scheduler {
+            include!(concat!(env!("OUT_DIR"), "/mesos.v1.scheduler.rs"));
+        }
+
+        /// The v1 executor API (`mesos.v1.executor`): `Call`s an executor sends to the agent's
+        /// `/api/v1/executor` and the `Event`s it receives on its subscription stream.
+        pub mod executor {
+            include!(concat!(env!("OUT_DIR"), "/mesos.v1.executor.rs"));
+        }
+    }
+}
+
+/// mesoflow's own control messages (`mesoflow.internal`), see `proto/mesoflow/internal.proto`.
+#[allow(clippy::all, missing_docs, rustdoc::all)]
+pub mod internal {
+    include!(concat!(env!("OUT_DIR"), "/mesoflow.internal.rs"));
+}
