@@ -9,6 +9,7 @@
 //!
 //! It is not a TaskManager: the slots that run subtasks are hosted behind a seam in the binary.
 
+pub mod client;
 pub mod duration;
 pub mod environment;
 pub mod reconnect;
