@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# mesoflow versus Apache Flink, side by side on this machine, in one run (issue #4).
+#
+# For every workload of docs/workloads.md (each with checkpointing off and every 1 s) this runs
+# `mesoflow run` (release build) and the Flink baseline jar (tests/peers/flink, local MiniCluster)
+# back to back, alternating, RUNS times each, and prints a table: events, median wall time,
+# records/s, records per CPU-second (user+sys of the whole process tree, JVM included), peak RSS
+# (largest process), and the mesoflow/Flink ratio of the medians. Every run's
+# `records=<N> checksum=<hex>` line must equal the other engine's, or the row says INVALID.
+#
+# Usage: scripts/bench-vs-flink.sh [--smoke] [--runs N] [--only REGEX] [--flink-only]
+#                                  [--no-build] [--out FILE]
+#   --smoke       small sizes (about a minute in total), for CI; implies --runs 1 unless given
+#   --runs N      runs per engine and workload (default 3)
+#   --only REGEX  only workloads whose row name matches (e.g. --only 'nexmark|stateless')
+#   --flink-only  run only the Flink side (to test the harness before `mesoflow run` exists)
+#   --no-build    use the existing binaries
+#   --out FILE    also write the table (markdown) to FILE
+# Environment:
+#   MESOFLOW_BIN              mesoflow CLI (default: target/release/mesoflow)
+#   MESOFLOW_CHECKPOINT_ARGS  mesoflow flags for "checkpoint every 1 s" (default: --checkpoint-interval 1s)
+#   FLINK_JAVA_OPTS           extra JVM flags for the Flink side (default: none, JVM ergonomics)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+FLINK_DIR="$ROOT/tests/peers/flink"
+FLINK_JAR="$FLINK_DIR/target/mesoflow-flink-baseline.jar"
+MESOFLOW_BIN=${MESOFLOW_BIN:-$ROOT/target/release/mesoflow}
+MESOFLOW_CHECKPOINT_ARGS=${MESOFLOW_CHECKPOINT_ARGS:---checkpoint-interval 1s}
+FLINK_JAVA_OPTS=${FLINK_JAVA_OPTS:-}
+
+SMOKE=0 RUNS= ONLY= FLINK_ONLY=0 BUILD=1 OUT=
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --smoke) SMOKE=1 ;;
+    --runs) RUNS=${2:?--runs needs a number}; shift ;;
+    --only) ONLY=${2:?--only needs a regex}; shift ;;
+    --flink-only) FLINK_ONLY=1 ;;
+    --no-build) BUILD=0 ;;
+    --out) OUT=${2:?--out needs a file}; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "error: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [[ -z $RUNS ]]; then RUNS=$(( SMOKE ? 1 : 3 )); fi
+if ! [[ $RUNS =~ ^[1-9][0-9]*$ ]]; then echo "error: --runs must be a positive integer, got '$RUNS'" >&2; exit 2; fi
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "error: '$1' not found: $2" >&2; exit 2; }; }
+[[ -x /usr/bin/time ]] || { echo "error: /usr/bin/time not found: install GNU time (apt-get install time)" >&2; exit 2; }
+need java "install a JDK 17+"
+need awk "install awk"
+
+# ---- build -------------------------------------------------------------------------------
+if (( BUILD )); then
+  need mvn "install Maven 3.8+ (downloads go to ~/.m2)"
+  echo "building the Flink baseline (Maven)..." >&2
+  mvn -q -B -f "$FLINK_DIR/pom.xml" package -DskipTests >&2
+  if (( ! FLINK_ONLY )); then
+    echo "building mesoflow (release)..." >&2
+    (cd "$ROOT" && cargo build --release -q -p mesoflow-scheduler --bin mesoflow) >&2
+  fi
+fi
+[[ -f $FLINK_JAR ]] || { echo "error: $FLINK_JAR missing: run without --no-build" >&2; exit 2; }
+if (( ! FLINK_ONLY )) && [[ ! -x $MESOFLOW_BIN ]]; then
+  echo "error: $MESOFLOW_BIN missing: run without --no-build or set MESOFLOW_BIN" >&2; exit 2
+fi
+
+# ---- workloads ----------------------------------------------------------------------------
+# row name | job | parameters (both engines) | Flink-only parameters
+if (( SMOKE )); then
+  WORKLOADS=(
+    "stateless|stateless|events=1000000 keys=100000|"
+    "wordcount|wordcount|events=100000|"
+    "windowed-count-100k|windowed-count|events=1000000 keys=100000 window_ms=1000|"
+    "windowed-count-10m|windowed-count|events=1000000 keys=10000000 window_ms=10000|state_backend=rocksdb"
+    "sliding-count-60x|sliding-count|events=200000 keys=100000 window_ms=6000 slide_ms=100|"
+    "nexmark-q1|nexmark-q1|events=1000000|"
+    "nexmark-q5|nexmark-q5|events=1000000|"
+  )
+else
+  WORKLOADS=(
+    "stateless|stateless|events=50000000 keys=100000|"
+    "wordcount|wordcount|events=2000000|"
+    "windowed-count-100k|windowed-count|events=20000000 keys=100000 window_ms=1000|"
+    "windowed-count-10m|windowed-count|events=30000000 keys=10000000 window_ms=10000|state_backend=rocksdb"
+    "sliding-count-60x|sliding-count|events=2000000 keys=100000 window_ms=6000 slide_ms=100|"
+    "nexmark-q1|nexmark-q1|events=50000000|"
+    "nexmark-q5|nexmark-q5|events=20000000|"
+  )
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-flink.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# run_engine ENGINE JOB PARAMS FLINK_PARAMS CHECKPOINT(0|1) -> "wall user sys maxrss_kb result"
+run_engine() {
+  local engine=$1 job=$2 params=$3 flink_params=$4 ckpt=$5
+  local -a cmd
+  if [[ $engine == flink ]]; then
+    # shellcheck disable=SC2206 # word splitting of the parameter lists is intended
+    cmd=(java $FLINK_JAVA_OPTS -jar "$FLINK_JAR" "$job" $params $flink_params parallelism=2)
+    (( ckpt )) && cmd+=(checkpoint_ms=1000)
+  else
+    cmd=("$MESOFLOW_BIN" run "$job")
+    local kv
+    for kv in $params; do cmd+=(-p "$kv"); done
+    cmd+=(--parallelism 2 --sink checksum)
+    # shellcheck disable=SC2206
+    (( ckpt )) && cmd+=($MESOFLOW_CHECKPOINT_ARGS)
+  fi
+  local out="$WORK/out" err="$WORK/err" tm="$WORK/time"
+  if ! /usr/bin/time -f '%e %U %S %M' -o "$tm" "${cmd[@]}" >"$out" 2>"$err"; then
+    echo "warning: $engine $job failed: ${cmd[*]}" >&2
+    tail -n 5 "$err" | sed 's/^/  | /' >&2
+    echo "0 0 0 0 FAILED"
+    return
+  fi
+  local result
+  result=$(grep -E '^records=[0-9]+ checksum=[0-9a-f]{16}$' "$out" | tail -n 1 || true)
+  [[ -n $result ]] || result=NO-RESULT-LINE
+  echo "$(tail -n 1 "$tm") ${result// /_}"
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+ROWS=()
+echo "runs per engine: $RUNS; parallelism 2; $(nproc) cores" >&2
+for w in "${WORKLOADS[@]}"; do
+  IFS='|' read -r name job params flink_params <<<"$w"
+  events=$(sed -n 's/.*events=\([0-9]*\).*/\1/p' <<<"$params")
+  for ckpt in 0 1; do
+    row="$name$( (( ckpt )) && echo ' ckpt=1s' || echo ' ckpt=off')"
+    if [[ -n $ONLY ]] && ! [[ $row =~ $ONLY ]]; then continue; fi
+    : >"$WORK/flink.runs"; : >"$WORK/mesoflow.runs"
+    for ((r = 1; r <= RUNS; r++)); do
+      for engine in mesoflow flink; do
+        [[ $engine == mesoflow ]] && (( FLINK_ONLY )) && continue
+        echo "[$row] run $r/$RUNS: $engine" >&2
+        run_engine "$engine" "$job" "$params" "$flink_params" "$ckpt" >>"$WORK/$engine.runs"
+      done
+    done
+    # Correctness: every run of both engines must print the same result line.
+    results=$(cat "$WORK/flink.runs" "$WORK/mesoflow.runs" | awk '{ print $5 }' | sort -u)
+    status=ok
+    if [[ $(wc -l <<<"$results") -ne 1 ]] || grep -qE 'FAILED|NO-RESULT' <<<"$results"; then status=INVALID; fi
+    result=$(head -n 1 <<<"$results" | tr _ ' ')
+    if (( FLINK_ONLY )) && [[ $status == ok ]]; then status=flink-only; fi
+    for engine in mesoflow flink; do
+      f="$WORK/$engine.runs"
+      if [[ ! -s $f ]]; then eval "${engine}_stats='- - - -'"; continue; fi
+      wall=$(awk '{ print $1 }' "$f" | median)
+      rps=$(awk -v n="$events" '$1 > 0 { print n / $1 }' "$f" | median)
+      rpc=$(awk -v n="$events" '($2 + $3) > 0 { print n / ($2 + $3) }' "$f" | median)
+      rss=$(awk '{ print $4 / 1024 }' "$f" | median)
+      eval "${engine}_stats='$wall $rps $rpc $rss'"
+    done
+    read -r m_wall m_rps m_rpc m_rss <<<"$mesoflow_stats"
+    read -r f_wall f_rps f_rpc f_rss <<<"$flink_stats"
+    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
+    ROWS+=("$(awk -v row="$row" -v ev="$events" -v mw="$m_wall" -v mr="$m_rps" -v mc="$m_rpc" -v mm="$m_rss" \
+      -v fw="$f_wall" -v fr="$f_rps" -v fc="$f_rpc" -v fm="$f_rss" -v r1="$(ratio "$m_rps" "$f_rps")" \
+      -v r2="$(ratio "$m_rpc" "$f_rpc")" -v st="$status" -v res="$result" '
+      function k(x) { return x == "-" ? "-" : sprintf("%.0f K", x / 1000) }
+      function s(x) { return x == "-" ? "-" : sprintf("%.2f", x) }
+      function mb(x) { return x == "-" ? "-" : sprintf("%.0f", x) }
+      BEGIN { printf "| %s | %s | %s / %s | %s / %s | %s / %s | %s / %s | %s | %s | %s `%s` |\n",
+        row, ev, s(mw), s(fw), k(mr), k(fr), k(mc), k(fc), mb(mm), mb(fm), r1, r2, st, res }')")
+    echo "${ROWS[-1]}" >&2
+  done
+done
+
+{
+  echo
+  echo "| workload | events | wall s (mesoflow / Flink) | records/s | records per CPU-s | peak RSS MiB | ratio records/s | ratio per CPU-s | result |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "Medians of $RUNS run(s) per engine, alternating; parallelism 2; ratios are mesoflow / Flink."
+} | tee "${OUT:-/dev/null}"
