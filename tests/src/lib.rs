@@ -12,4 +12,6 @@
 
 pub mod agent;
 pub mod http;
+pub mod master;
 pub mod resources;
+pub mod wire;
