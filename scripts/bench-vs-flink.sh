@@ -79,14 +79,15 @@ if (( SMOKE )); then
     "nexmark-q5|nexmark-q5|events=1000000|"
   )
 else
+  # Sized so that one Flink run takes about 30-120 s on a 2-core machine.
   WORKLOADS=(
-    "stateless|stateless|events=50000000 keys=100000|"
-    "wordcount|wordcount|events=2000000|"
-    "windowed-count-100k|windowed-count|events=20000000 keys=100000 window_ms=1000|"
-    "windowed-count-10m|windowed-count|events=30000000 keys=10000000 window_ms=10000|state_backend=rocksdb"
-    "sliding-count-60x|sliding-count|events=2000000 keys=100000 window_ms=6000 slide_ms=100|"
-    "nexmark-q1|nexmark-q1|events=50000000|"
-    "nexmark-q5|nexmark-q5|events=20000000|"
+    "stateless|stateless|events=10000000 keys=100000|"
+    "wordcount|wordcount|events=1000000|"
+    "windowed-count-100k|windowed-count|events=10000000 keys=100000 window_ms=1000|"
+    "windowed-count-10m|windowed-count|events=10000000 keys=10000000 window_ms=10000|state_backend=rocksdb"
+    "sliding-count-60x|sliding-count|events=500000 keys=100000 window_ms=6000 slide_ms=100|"
+    "nexmark-q1|nexmark-q1|events=10000000|"
+    "nexmark-q5|nexmark-q5|events=10000000|"
   )
 fi
 
