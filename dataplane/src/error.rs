@@ -1,0 +1,37 @@
+//! Errors of the engine: building a job, planning it, and running it.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a job from being built, planned or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The job graph is inconsistent (cycle, missing input, bad parallelism ...).
+    #[error("invalid job graph: {0}")]
+    InvalidGraph(String),
+    /// A job, parameter or configuration key was wrong; the message names the valid ones.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// An input file or directory could not be found or read.
+    #[error("cannot read input '{path}': {source}")]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A sink could not write its output.
+    #[error("cannot write output '{path}': {source}")]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A subtask failed while running.
+    #[error("subtask {task} failed: {message}")]
+    TaskFailed { task: String, message: String },
+    /// The job was cancelled (Ctrl-C or an explicit cancel) before it finished.
+    #[error("job cancelled")]
+    Cancelled,
+}
+
+/// Result of engine operations.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,239 @@
+//! The receiving side of a subtask: merges its input channels' control elements.
+//!
+//! A pure state machine (no channels, no clock): the runtime tells it what arrived on which input
+//! channel and forwards what it returns. It keeps one watermark per channel and emits the minimum
+//! over the active ones when it advances (idle channels are left out, ended channels too), aligns
+//! checkpoint barriers (a channel that delivered barrier `n` is blocked until all have), and
+//! turns "every channel ended" into a final watermark plus end of input.
+
+use crate::element::{Control, MAX_WATERMARK};
+
+#[derive(Debug, Clone)]
+struct ChannelState {
+    watermark: i64,
+    idle: bool,
+    ended: bool,
+    blocked: bool,
+}
+
+/// Watermark, idleness, barrier and end-of-input bookkeeping over a subtask's input channels.
+#[derive(Debug, Clone)]
+pub struct InputGate {
+    channels: Vec<ChannelState>,
+    /// Last watermark forwarded (never decreases).
+    current: i64,
+    /// Whether downstream was told the whole input is idle.
+    idle_forwarded: bool,
+    /// The checkpoint being aligned.
+    aligning: Option<u64>,
+}
+
+impl InputGate {
+    /// A gate over `channels` input channels.
+    pub fn new(channels: usize) -> Self {
+        Self {
+            channels: vec![
+                ChannelState {
+                    watermark: i64::MIN,
+                    idle: false,
+                    ended: false,
+                    blocked: false,
+                };
+                channels
+            ],
+            current: i64::MIN,
+            idle_forwarded: false,
+            aligning: None,
+        }
+    }
+
+    /// Number of input channels.
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// True for a gate without inputs.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    /// The watermark last forwarded.
+    pub fn current_watermark(&self) -> i64 {
+        self.current
+    }
+
+    /// True while a channel must not be read (it delivered the barrier being aligned).
+    pub fn is_blocked(&self, channel: usize) -> bool {
+        self.channels[channel].blocked
+    }
+
+    /// True once a channel delivered end of input.
+    pub fn is_ended(&self, channel: usize) -> bool {
+        self.channels[channel].ended
+    }
+
+    /// True once every channel ended.
+    pub fn all_ended(&self) -> bool {
+        self.channels.iter().all(|c| c.ended)
+    }
+
+    /// A batch arrived on `channel`: it is active again. Returns what to forward.
+    pub fn on_records(&mut self, channel: usize) -> Vec<Control> {
+        let c = &mut self.channels[channel];
+        if c.idle {
+            c.idle = false;
+            self.idle_forwarded = false;
+        }
+        Vec::new()
+    }
+
+    /// Handles a control element from `channel`; returns what to forward, in order.
+    pub fn on_control(&mut self, channel: usize, control: Control) -> Vec<Control> {
+        let mut out = Vec::new();
+        match control {
+            Control::Watermark(w) => {
+                let c = &mut self.channels[channel];
+                c.idle = false;
+                if w > c.watermark {
+                    c.watermark = w;
+                }
+                self.idle_forwarded = false;
+                self.advance(&mut out);
+            }
+            Control::Idle => {
+                self.channels[channel].idle = true;
+                self.advance(&mut out);
+                let all_idle = self.channels.iter().all(|c| c.idle || c.ended);
+                if all_idle && !self.all_ended() && !self.idle_forwarded {
+                    self.idle_forwarded = true;
+                    out.push(Control::Idle);
+                }
+            }
+            Control::Barrier(id) => self.on_barrier(channel, id, &mut out),
+            Control::EndOfInput => {
+                self.channels[channel].ended = true;
+                self.channels[channel].blocked = false;
+                self.check_aligned(&mut out);
+                if self.all_ended() {
+                    if self.current < MAX_WATERMARK {
+                        self.current = MAX_WATERMARK;
+                        out.push(Control::Watermark(MAX_WATERMARK));
+                    }
+                    out.push(Control::EndOfInput);
+                } else {
+                    self.advance(&mut out);
+                }
+            }
+            // Subtask-local elements never arrive over a channel; ignore them if they do.
+            Control::ProcessingTime(_) | Control::Flush => {}
+        }
+        out
+    }
+
+    fn advance(&mut self, out: &mut Vec<Control>) {
+        let min = self
+            .channels
+            .iter()
+            .filter(|c| !c.idle && !c.ended)
+            .map(|c| c.watermark)
+            .min();
+        if let Some(min) = min
+            && min > self.current
+        {
+            self.current = min;
+            out.push(Control::Watermark(min));
+        }
+    }
+
+    fn on_barrier(&mut self, channel: usize, id: u64, out: &mut Vec<Control>) {
+        match self.aligning {
+            Some(current) if id < current => return, // stale barrier of an aborted checkpoint
+            Some(current) if id > current => {
+                // A newer checkpoint overtook the one being aligned: abandon the old one.
+                for c in &mut self.channels {
+                    c.blocked = false;
+                }
+                self.aligning = Some(id);
+            }
+            Some(_) => {}
+            None => self.aligning = Some(id),
+        }
+        self.channels[channel].blocked = true;
+        self.check_aligned(out);
+    }
+
+    fn check_aligned(&mut self, out: &mut Vec<Control>) {
+        let Some(id) = self.aligning else { return };
+        if self.channels.iter().all(|c| c.blocked || c.ended) {
+            for c in &mut self.channels {
+                c.blocked = false;
+            }
+            self.aligning = None;
+            out.push(Control::Barrier(id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Control::*;
+
+    #[test]
+    fn watermark_is_minimum_over_inputs_and_monotonic() {
+        let mut g = InputGate::new(3);
+        assert_eq!(g.on_control(0, Watermark(10)), vec![]);
+        assert_eq!(g.on_control(1, Watermark(5)), vec![]);
+        assert_eq!(g.on_control(2, Watermark(7)), vec![Watermark(5)]);
+        assert_eq!(g.on_control(1, Watermark(20)), vec![Watermark(7)]);
+        // A channel's watermark going back is ignored.
+        assert_eq!(g.on_control(2, Watermark(3)), vec![]);
+        assert_eq!(g.on_control(2, Watermark(30)), vec![Watermark(10)]);
+        assert_eq!(g.current_watermark(), 10);
+    }
+
+    #[test]
+    fn idle_channel_does_not_hold_back_the_watermark() {
+        let mut g = InputGate::new(2);
+        g.on_control(0, Watermark(100));
+        assert_eq!(g.on_control(1, Idle), vec![Watermark(100)]);
+        assert_eq!(g.on_control(0, Watermark(200)), vec![Watermark(200)]);
+        // Both idle: downstream learns the whole input is idle, once.
+        assert_eq!(g.on_control(0, Idle), vec![Idle]);
+        assert_eq!(g.on_control(0, Idle), vec![]);
+        // Channel 1 comes back with an older watermark: the output never goes back.
+        assert_eq!(g.on_control(1, Watermark(150)), vec![]);
+        assert_eq!(g.on_control(1, Watermark(250)), vec![Watermark(250)]);
+    }
+
+    #[test]
+    fn end_of_input_emits_max_watermark_once_all_channels_end() {
+        let mut g = InputGate::new(2);
+        g.on_control(0, Watermark(5));
+        g.on_control(1, Watermark(9));
+        assert_eq!(g.on_control(0, EndOfInput), vec![Watermark(9)]);
+        assert_eq!(
+            g.on_control(1, EndOfInput),
+            vec![Watermark(MAX_WATERMARK), EndOfInput]
+        );
+    }
+
+    #[test]
+    fn barriers_align_and_block_channels() {
+        let mut g = InputGate::new(3);
+        assert_eq!(g.on_control(0, Barrier(1)), vec![]);
+        assert!(g.is_blocked(0));
+        assert_eq!(g.on_control(2, Barrier(1)), vec![]);
+        assert_eq!(g.on_control(1, Barrier(1)), vec![Barrier(1)]);
+        assert!(!g.is_blocked(0) && !g.is_blocked(1) && !g.is_blocked(2));
+        // An ended channel does not hold up alignment.
+        g.on_control(0, Barrier(2));
+        g.on_control(1, EndOfInput);
+        assert_eq!(g.on_control(2, Barrier(2)), vec![Barrier(2)]);
+        // A newer barrier overtakes an unfinished alignment.
+        g.on_control(0, Barrier(3));
+        assert_eq!(g.on_control(2, Barrier(4)), vec![]);
+        assert!(!g.is_blocked(0));
+        assert_eq!(g.on_control(0, Barrier(4)), vec![Barrier(4)]);
+    }
+}

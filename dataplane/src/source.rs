@@ -1,0 +1,121 @@
+//! The source interface and the loop that drives a source subtask.
+
+use std::time::{Duration, Instant};
+
+use crate::context::{TaskContext, wall_clock_ms};
+use crate::element::{Batch, Control, MAX_WATERMARK};
+use crate::emitter::{BoxEmitter, Emitter};
+use crate::error::{EngineError, Result};
+
+/// What a source says after it was polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcePoll {
+    /// More records are ready; poll again.
+    More,
+    /// Nothing before this much time has passed (rate limit, or waiting for input).
+    Wait(Duration),
+    /// The source is exhausted (bounded input).
+    Finished,
+}
+
+/// A parallel source instance: fills batches.
+pub trait Source<T>: Send {
+    /// Appends up to `max` records to `out`.
+    fn poll(&mut self, out: &mut Batch<T>, max: usize) -> Result<SourcePoll>;
+}
+
+/// A runnable source subtask (type-erased for the runtime).
+pub trait SourceTask: Send {
+    /// Runs until the source finishes or the job is cancelled.
+    fn run(&mut self) -> Result<()>;
+}
+
+/// Polls a source, pushes its batches into the chain, ticks processing time, and ends the
+/// stream with the final watermark and end of input.
+pub struct SourceDriver<T, S> {
+    source: S,
+    out: BoxEmitter<T>,
+    ctx: TaskContext,
+}
+
+impl<T, S> SourceDriver<T, S> {
+    /// Drives `source` into `out`.
+    pub fn new(source: S, out: BoxEmitter<T>, ctx: TaskContext) -> Self {
+        Self { source, out, ctx }
+    }
+}
+
+impl<T: Send, S: Source<T>> SourceTask for SourceDriver<T, S> {
+    fn run(&mut self) -> Result<()> {
+        let tick = Duration::from_millis(self.ctx.config.buffer_timeout_ms.max(1));
+        let batch_size = self.ctx.config.batch_size.max(1);
+        self.out.control(Control::ProcessingTime(wall_clock_ms()))?;
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                let _ = self.out.control(Control::Flush);
+                return Err(EngineError::Cancelled);
+            }
+            let mut batch = Vec::with_capacity(batch_size);
+            let poll = self.source.poll(&mut batch, batch_size)?;
+            if !batch.is_empty() {
+                self.ctx
+                    .metrics
+                    .records_in
+                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                self.out.batch(batch)?;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.out.control(Control::ProcessingTime(wall_clock_ms()))?;
+                self.out.control(Control::Flush)?;
+                next_tick = now + tick;
+            }
+            match poll {
+                SourcePoll::More => {}
+                SourcePoll::Wait(d) => {
+                    self.out.control(Control::Flush)?;
+                    std::thread::sleep(d.min(tick));
+                }
+                SourcePoll::Finished => {
+                    self.out.control(Control::ProcessingTime(wall_clock_ms()))?;
+                    self.out.control(Control::Watermark(MAX_WATERMARK))?;
+                    self.out.control(Control::EndOfInput)?;
+                    self.out.control(Control::Flush)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// A source over an in-memory vector, split across subtasks round robin; for tests and examples.
+pub struct VecSource<T> {
+    items: std::vec::IntoIter<crate::element::Rec<T>>,
+}
+
+impl<T: Clone> VecSource<T> {
+    /// The share of `items` subtask `index` of `parallelism` emits (`index, index + p, ...`).
+    pub fn new(items: &[crate::element::Rec<T>], index: u32, parallelism: u32) -> Self {
+        let mine: Vec<_> = items
+            .iter()
+            .skip(index as usize)
+            .step_by(parallelism.max(1) as usize)
+            .cloned()
+            .collect();
+        Self {
+            items: mine.into_iter(),
+        }
+    }
+}
+
+impl<T: Send> Source<T> for VecSource<T> {
+    fn poll(&mut self, out: &mut Batch<T>, max: usize) -> Result<SourcePoll> {
+        out.extend(self.items.by_ref().take(max));
+        Ok(if self.items.len() == 0 {
+            SourcePoll::Finished
+        } else {
+            SourcePoll::More
+        })
+    }
+}

@@ -1,0 +1,421 @@
+//! Tumbling and sliding windows over shared slices.
+//!
+//! Time is cut into slices of `gcd(size, slide)`; per key the operator keeps one accumulator per
+//! slice that holds data (a short vector sorted by slice end). A record is added to exactly one
+//! accumulator. When the clock passes a window's end, the accumulators of the slices inside the
+//! window are merged and the result is emitted; a slice is dropped once the last window that
+//! contains it is past its allowed lateness.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::context::TaskContext;
+use crate::element::{Batch, Control, NO_TIMESTAMP, Rec};
+use crate::emitter::{BoxEmitter, Emitter};
+use crate::error::Result;
+use crate::key_groups::Key;
+use crate::keyed::AggregateFunction;
+use crate::state::KeyedStore;
+use crate::timers::TimeDomain;
+use crate::window::{TimeWindow, gcd};
+
+/// Window geometry and timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceConfig {
+    /// Window size (ms).
+    pub size: i64,
+    /// Window slide (ms); equal to `size` for tumbling windows.
+    pub slide: i64,
+    /// Event or processing time.
+    pub domain: TimeDomain,
+    /// Allowed lateness (ms).
+    pub lateness: i64,
+}
+
+/// Slice geometry: which windows contain which slice.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    size: i64,
+    slide: i64,
+    slice: i64,
+    /// Window ends are `≡ end_phase (mod slide)`.
+    end_phase: i64,
+}
+
+impl Geometry {
+    fn new(size: i64, slide: i64) -> Self {
+        Self {
+            size,
+            slide,
+            slice: gcd(size, slide),
+            end_phase: size.rem_euclid(slide),
+        }
+    }
+
+    /// End of the slice holding `ts`.
+    #[inline]
+    fn slice_end(&self, ts: i64) -> i64 {
+        ts.saturating_sub(ts.rem_euclid(self.slice))
+            .saturating_add(self.slice)
+    }
+
+    /// End of the first window containing the slice ending at `s`.
+    #[inline]
+    fn first_end(&self, s: i64) -> i64 {
+        s.saturating_add((self.end_phase - s).rem_euclid(self.slide))
+    }
+
+    /// End of the last window containing the slice ending at `s`.
+    #[inline]
+    fn last_end(&self, s: i64) -> i64 {
+        let x = s.saturating_sub(self.slice).saturating_add(self.size);
+        x.saturating_sub((x - self.end_phase).rem_euclid(self.slide))
+    }
+
+    /// Smallest window end strictly after `t`.
+    fn next_end_after(&self, t: i64) -> i64 {
+        let t1 = t.saturating_add(1);
+        t1.saturating_add((self.end_phase - t1).rem_euclid(self.slide))
+    }
+}
+
+/// One key's accumulators, by slice end (ascending).
+#[derive(Debug, Clone)]
+pub struct KeySlices<Acc> {
+    slices: Vec<(i64, Acc)>,
+}
+
+impl<Acc> KeySlices<Acc> {
+    /// Slice ends held.
+    pub fn slice_ends(&self) -> impl Iterator<Item = i64> + '_ {
+        self.slices.iter().map(|(s, _)| *s)
+    }
+}
+
+/// The tumbling/sliding window operator.
+pub struct SliceWindowOp<T, K, KF, A: AggregateFunction<T>, O, WF> {
+    key: KF,
+    agg: A,
+    window_fn: Arc<WF>,
+    geo: Geometry,
+    domain: TimeDomain,
+    lateness: i64,
+    store: KeyedStore<K, KeySlices<A::Acc>>,
+    /// Slice ends that hold data for some key (to find the next window to fire).
+    live_slices: BTreeSet<i64>,
+    last_registered: i64,
+    /// End of the last window fired.
+    last_fired: Option<i64>,
+    watermark: i64,
+    processing_time: i64,
+    batch_size: usize,
+    pending: Batch<O>,
+    late_count: u64,
+    out: BoxEmitter<O>,
+    late: BoxEmitter<T>,
+}
+
+impl<T, K, KF, A, O, WF> SliceWindowOp<T, K, KF, A, O, WF>
+where
+    T: Send + 'static,
+    K: Key,
+    KF: Fn(&T) -> K + Send,
+    A: AggregateFunction<T>,
+    O: Send + 'static,
+    WF: Fn(&K, TimeWindow, A::Out) -> O + Send + Sync,
+{
+    /// A window operator emitting to `out`, late records to `late`.
+    pub fn new(
+        key: KF,
+        agg: A,
+        window_fn: Arc<WF>,
+        config: SliceConfig,
+        ctx: &TaskContext,
+        out: BoxEmitter<O>,
+        late: BoxEmitter<T>,
+    ) -> Self {
+        Self {
+            key,
+            agg,
+            window_fn,
+            geo: Geometry::new(config.size.max(1), config.slide.max(1)),
+            domain: config.domain,
+            lateness: config.lateness.max(0),
+            store: KeyedStore::new(ctx.key_groups, ctx.max_parallelism),
+            live_slices: BTreeSet::new(),
+            last_registered: i64::MIN,
+            last_fired: None,
+            watermark: i64::MIN,
+            processing_time: i64::MIN,
+            batch_size: ctx.config.batch_size.max(1),
+            pending: Vec::new(),
+            late_count: 0,
+            out,
+            late,
+        }
+    }
+
+    /// Number of (key, slice) accumulators held: with sliding windows this is at most one per
+    /// key and slice, however many windows overlap.
+    pub fn accumulator_count(&self) -> usize {
+        self.store.iter().map(|(_, ks)| ks.slices.len()).sum()
+    }
+
+    /// Number of keys with state.
+    pub fn key_count(&self) -> usize {
+        self.store.len()
+    }
+
+    /// Records dropped or side-output as late.
+    pub fn late_records(&self) -> u64 {
+        self.late_count
+    }
+
+    /// The slice ends held for `key`.
+    pub fn slices_of(&self, key: &K) -> Vec<i64> {
+        self.store
+            .get(key)
+            .map(|ks| ks.slice_ends().collect())
+            .unwrap_or_default()
+    }
+
+    fn current_time(&self) -> i64 {
+        match self.domain {
+            TimeDomain::EventTime => self.watermark,
+            TimeDomain::ProcessingTime => self.processing_time,
+        }
+    }
+
+    fn emit(&mut self, rec: Rec<O>) -> Result<()> {
+        self.pending.push(rec);
+        if self.pending.len() >= self.batch_size {
+            let b = std::mem::take(&mut self.pending);
+            self.out.batch(b)?;
+        }
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let b = std::mem::take(&mut self.pending);
+            self.out.batch(b)?;
+        }
+        Ok(())
+    }
+
+    /// Result of `slices` for the window ending at `end`, if any slice is inside it.
+    fn window_result(
+        agg: &A,
+        geo: &Geometry,
+        slices: &[(i64, A::Acc)],
+        end: i64,
+    ) -> Option<A::Acc> {
+        let start = end - geo.size;
+        let mut acc: Option<A::Acc> = None;
+        for (s, a) in slices {
+            if *s <= start {
+                continue;
+            }
+            if *s > end {
+                break;
+            }
+            match &mut acc {
+                None => acc = Some(a.clone()),
+                Some(x) => agg.merge(x, a),
+            }
+        }
+        acc
+    }
+
+    /// Fires every window whose end - 1 is at or before `t`.
+    fn advance(&mut self, t: i64) -> Result<()> {
+        loop {
+            let geo = self.geo;
+            let lower = match self.last_fired {
+                Some(f) => f.saturating_add(geo.slice).saturating_sub(geo.size),
+                None => i64::MIN,
+            };
+            let Some(&s) = self
+                .live_slices
+                .range((Bound::Excluded(lower), Bound::Unbounded))
+                .next()
+            else {
+                break;
+            };
+            let mut end = geo.first_end(s);
+            if let Some(f) = self.last_fired {
+                end = end.max(geo.next_end_after(f));
+            }
+            if end - 1 > t {
+                break;
+            }
+            self.fire(end, t)?;
+            self.last_fired = Some(end);
+        }
+        // Drop slices nothing needs any more.
+        let (geo, lateness) = (self.geo, self.lateness);
+        let fired = self.last_fired.unwrap_or(i64::MIN);
+        let expired = |s: i64| {
+            let last = geo.last_end(s);
+            last <= fired && last.saturating_sub(1).saturating_add(lateness) <= t
+        };
+        while let Some(&s) = self.live_slices.first() {
+            if expired(s) {
+                self.live_slices.pop_first();
+            } else {
+                break;
+            }
+        }
+        self.flush_pending()
+    }
+
+    fn fire(&mut self, end: i64, t: i64) -> Result<()> {
+        let window = TimeWindow {
+            start: end - self.geo.size,
+            end,
+        };
+        let (geo, lateness) = (self.geo, self.lateness);
+        let mut results = std::mem::take(&mut self.pending);
+        let agg = &self.agg;
+        let wf = &*self.window_fn;
+        self.store.retain(|k, ks| {
+            if let Some(acc) = Self::window_result(agg, &geo, &ks.slices, end) {
+                results.push(Rec::new(
+                    window.max_timestamp(),
+                    wf(k, window, agg.result(&acc)),
+                ));
+            }
+            ks.slices.retain(|(s, _)| {
+                let last = geo.last_end(*s);
+                !(last <= end && last.saturating_sub(1).saturating_add(lateness) <= t)
+            });
+            !ks.slices.is_empty()
+        });
+        self.pending = results;
+        if self.pending.len() >= self.batch_size {
+            self.flush_pending()?;
+        }
+        Ok(())
+    }
+
+    fn on_record(&mut self, rec: Rec<T>) -> Result<()> {
+        let geo = self.geo;
+        let ts = match self.domain {
+            TimeDomain::EventTime => rec.ts,
+            TimeDomain::ProcessingTime => self.processing_time,
+        };
+        let now = self.current_time();
+        let s = geo.slice_end(ts);
+        let last_end = geo.last_end(s);
+        if ts == NO_TIMESTAMP
+            || (self.domain == TimeDomain::EventTime
+                && last_end.saturating_sub(1).saturating_add(self.lateness) <= now)
+        {
+            self.late_count += 1;
+            if self.late_count == 1 && ts == NO_TIMESTAMP {
+                tracing::warn!(
+                    "a record without timestamp reached an event-time window; assign timestamps \
+                     (assign_timestamps_and_watermarks) before windowing"
+                );
+            }
+            return self.late.batch(vec![rec]);
+        }
+        let k = (self.key)(&rec.value);
+        let slot = self.store.slot(&k)?;
+        let map = self.store.group_mut(slot);
+        let agg = &self.agg;
+        let ks = match map.get_mut(&k) {
+            Some(ks) => ks,
+            None => map.entry(k.clone()).or_insert_with(|| KeySlices {
+                slices: Vec::with_capacity(1),
+            }),
+        };
+        let mut new_slice = false;
+        match ks.slices.last_mut() {
+            Some((last, acc)) if *last == s => agg.add(acc, &rec.value),
+            Some((last, _)) if *last > s => match ks.slices.binary_search_by_key(&s, |(e, _)| *e) {
+                Ok(i) => agg.add(&mut ks.slices[i].1, &rec.value),
+                Err(i) => {
+                    let mut acc = agg.create();
+                    agg.add(&mut acc, &rec.value);
+                    ks.slices.insert(i, (s, acc));
+                    new_slice = true;
+                }
+            },
+            _ => {
+                let mut acc = agg.create();
+                agg.add(&mut acc, &rec.value);
+                ks.slices.push((s, acc));
+                new_slice = true;
+            }
+        }
+        if new_slice && s != self.last_registered {
+            self.live_slices.insert(s);
+            self.last_registered = s;
+        }
+        // Late but within the allowed lateness: windows that already fired fire again.
+        if self.domain == TimeDomain::EventTime
+            && let Some(fired) = self.last_fired
+            && geo.first_end(s) <= fired
+        {
+            let mut end = geo.first_end(s);
+            let upto = fired.min(last_end);
+            while end <= upto {
+                if let Some(ks) = self.store.get(&k)
+                    && let Some(acc) = Self::window_result(&self.agg, &geo, &ks.slices, end)
+                {
+                    let window = TimeWindow {
+                        start: end - geo.size,
+                        end,
+                    };
+                    let out = (self.window_fn)(&k, window, self.agg.result(&acc));
+                    self.emit(Rec::new(window.max_timestamp(), out))?;
+                }
+                end += geo.slide;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<T, K, KF, A, O, WF> Emitter<T> for SliceWindowOp<T, K, KF, A, O, WF>
+where
+    T: Send + 'static,
+    K: Key,
+    KF: Fn(&T) -> K + Send,
+    A: AggregateFunction<T>,
+    O: Send + 'static,
+    WF: Fn(&K, TimeWindow, A::Out) -> O + Send + Sync,
+{
+    fn batch(&mut self, batch: Batch<T>) -> Result<()> {
+        for rec in batch {
+            self.on_record(rec)?;
+        }
+        self.flush_pending()
+    }
+
+    fn control(&mut self, control: Control) -> Result<()> {
+        match control {
+            Control::Watermark(w) => {
+                self.watermark = w;
+                if self.domain == TimeDomain::EventTime {
+                    self.advance(w)?;
+                }
+            }
+            Control::ProcessingTime(now) => {
+                self.processing_time = now;
+                if self.domain == TimeDomain::ProcessingTime {
+                    self.advance(now)?;
+                }
+            }
+            Control::EndOfInput => {
+                // At the end of a bounded input every open window fires.
+                self.advance(i64::MAX)?;
+            }
+            _ => {}
+        }
+        self.late.control(control)?;
+        self.out.control(control)
+    }
+}
