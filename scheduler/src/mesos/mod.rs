@@ -1,1 +1,22 @@
-//! The Mesos v1 scheduler client: a sans-IO state machine, its async HTTP shell, and leading-master detection.
+//! The Mesos v1 scheduler client: a sans-IO state machine, its async HTTP shell, and
+//! leading-master detection.
+//!
+//! - [`client`]: [`SchedulerClient`], the pure state machine (events in, HTTP requests, timers
+//!   and owner events out; `now` passed in). All protocol rules live here.
+//! - [`endpoint`]: master URLs, `Location` resolution, the request description.
+//! - [`events`]: what the owner receives ([`SchedulerEvent`], [`FatalError`], [`AckToken`]).
+//! - [`reconcile`]: the explicit/implicit reconciliation loop.
+//! - [`backoff`]: exponential backoff with seeded jitter.
+
+pub mod backoff;
+pub mod client;
+pub mod endpoint;
+pub mod events;
+pub mod reconcile;
+
+pub use client::{
+    Action, CallId, CommandError, ConnectionId, Credentials, SchedulerClient, SchedulerConfig,
+    SubscribeResponse,
+};
+pub use endpoint::{HttpRequest, MasterEndpoint, RequestKind};
+pub use events::{AckToken, DisconnectReason, ExitStatus, FatalError, SchedulerEvent};
