@@ -171,7 +171,7 @@ impl<T: ShuffleRecord> RecordBatch<T> {
             kind: FrameKind::Data,
             reason,
         };
-        if payload.as_ptr() as usize % PAYLOAD_ALIGN != 0 {
+        if !(payload.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN) {
             return Err(invalid("payload buffer is not 16-byte aligned".into()));
         }
         let mut segments = Vec::new();

@@ -64,7 +64,7 @@ pub fn executor_id_from_server_name(name: &str) -> Option<String> {
     let mut bytes = Vec::new();
     for label in encoded.split('.') {
         let hex = label.strip_prefix('x')?;
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return None;
         }
         for pair in hex.as_bytes().chunks(2) {
@@ -244,6 +244,14 @@ impl ExecutorCredentials {
             ca_der,
             pem: (cert_pem.to_owned(), key_pem.to_owned(), ca_pem.to_owned()),
         })
+    }
+
+    /// The same identity, trusting another CA instead (e.g. while rotating the cluster CA).
+    pub fn trusting(&self, ca_pem: &str) -> Result<Self, TlsError> {
+        let mut other = self.clone();
+        other.ca_der = first_certificate(ca_pem)?;
+        other.pem.2 = ca_pem.to_owned();
+        Ok(other)
     }
 
     fn key(&self) -> PrivateKeyDer<'static> {
