@@ -149,12 +149,14 @@ pub enum ExitReason {
     SubscriptionRejected(String),
     /// The agent sent an ERROR event.
     AgentError(String),
+    /// The process was asked to stop (SIGTERM or SIGINT).
+    Terminated,
 }
 
 impl ExitReason {
     /// Whether this is an orderly end (exit status 0) rather than a failure.
     pub fn is_success(&self) -> bool {
-        matches!(self, Self::Shutdown | Self::Idle)
+        matches!(self, Self::Shutdown | Self::Idle | Self::Terminated)
     }
 }
 
@@ -177,6 +179,7 @@ impl std::fmt::Display for ExitReason {
                 write!(f, "the agent refused the subscription: {why}")
             }
             Self::AgentError(message) => write!(f, "the agent reported an error: {message}"),
+            Self::Terminated => write!(f, "the executor process was asked to stop"),
         }
     }
 }
@@ -672,6 +675,12 @@ impl ExecutorClient {
             }
         };
         self.update_task(now, task_id, state, message, reason);
+    }
+
+    /// The process was asked to stop (a signal): kill the tasks, report them, and exit, as on
+    /// SHUTDOWN.
+    pub fn request_shutdown(&mut self, now: Instant) {
+        self.terminate(now, ExitReason::Terminated);
     }
 
     /// Sends opaque bytes to the scheduler (executor MESSAGE call, best effort). Dropped with a

@@ -16,5 +16,6 @@ pub mod duration;
 pub mod environment;
 pub mod reconnect;
 pub mod runner;
+pub mod shell;
 pub mod task_manager;
 pub mod task_spec;
