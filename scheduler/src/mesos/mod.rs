@@ -7,12 +7,15 @@
 //! - [`events`]: what the owner receives ([`SchedulerEvent`], [`FatalError`], [`AckToken`]).
 //! - [`reconcile`]: the explicit/implicit reconciliation loop.
 //! - [`backoff`]: exponential backoff with seeded jitter.
+//! - [`shell`]: the tokio/reqwest driver running the machine ([`shell::spawn`],
+//!   [`SchedulerHandle`]).
 
 pub mod backoff;
 pub mod client;
 pub mod endpoint;
 pub mod events;
 pub mod reconcile;
+pub mod shell;
 
 pub use client::{
     Action, CallId, CommandError, ConnectionId, Credentials, SchedulerClient, SchedulerConfig,
@@ -20,3 +23,4 @@ pub use client::{
 };
 pub use endpoint::{HttpRequest, MasterEndpoint, RequestKind};
 pub use events::{AckToken, DisconnectReason, ExitStatus, FatalError, SchedulerEvent};
+pub use shell::{DriverError, MasterSource, SchedulerHandle, spawn};
