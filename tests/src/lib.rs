@@ -11,6 +11,7 @@
 //! [`cluster`] (the tokio/axum shell that runs it all on 127.0.0.1 and exposes test hooks).
 
 pub mod agent;
+pub mod cluster;
 pub mod http;
 pub mod master;
 pub mod resources;

@@ -93,7 +93,10 @@ pub fn from_proto(resources: &[v1::Resource]) -> Result<Resources, String> {
             return Err("Empty resource name".into());
         }
         if r.shared.is_some() {
-            return Err(format!("Resource '{}' is shared, which is not supported here", r.name));
+            return Err(format!(
+                "Resource '{}' is shared, which is not supported here",
+                r.name
+            ));
         }
         let role = match r.reservations.last() {
             Some(res) => res.role.clone().unwrap_or_else(|| UNRESERVED.to_string()),
@@ -102,7 +105,10 @@ pub fn from_proto(resources: &[v1::Resource]) -> Result<Resources, String> {
         let quantity = match v1::value::Type::try_from(r.r#type) {
             Ok(v1::value::Type::Scalar) => {
                 let Some(s) = r.scalar else {
-                    return Err(format!("Invalid scalar resource '{}': missing 'scalar'", r.name));
+                    return Err(format!(
+                        "Invalid scalar resource '{}': missing 'scalar'",
+                        r.name
+                    ));
                 };
                 let Some(milli) = scalar_to_milli(s.value) else {
                     return Err(format!(
@@ -114,7 +120,10 @@ pub fn from_proto(resources: &[v1::Resource]) -> Result<Resources, String> {
             }
             Ok(v1::value::Type::Ranges) => {
                 let Some(ranges) = &r.ranges else {
-                    return Err(format!("Invalid ranges resource '{}': missing 'ranges'", r.name));
+                    return Err(format!(
+                        "Invalid ranges resource '{}': missing 'ranges'",
+                        r.name
+                    ));
                 };
                 let mut list = Vec::with_capacity(ranges.range.len());
                 for range in &ranges.range {

@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use bytes::Bytes;
 use mesoflow_proto::mesos::v1;
+use v1::TaskState;
 use v1::executor as exec;
 use v1::executor::call::Type as CallType;
 use v1::executor::event::Type as EventType;
 use v1::task_status::{Reason, Source};
-use v1::TaskState;
 
 use crate::http::Rejection;
 use crate::resources::{AttributeValue, Resources};
@@ -64,7 +64,13 @@ pub struct AgentConfig {
 
 impl AgentConfig {
     /// A real agent's defaults.
-    pub fn new(agent_id: &str, ip: &str, port: u16, work_dir: PathBuf, resources: Resources) -> Self {
+    pub fn new(
+        agent_id: &str,
+        ip: &str,
+        port: u16,
+        work_dir: PathBuf,
+        resources: Resources,
+    ) -> Self {
         Self {
             agent_id: agent_id.to_string(),
             hostname: ip.to_string(),
@@ -85,6 +91,8 @@ impl AgentConfig {
 }
 
 /// Messages for the master.
+// Short-lived queue items: boxing the protobuf payloads would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToMaster {
     StatusUpdate {
@@ -117,17 +125,27 @@ pub struct LaunchRequest {
 }
 
 /// Outputs of the agent state machine.
+// Short-lived queue items: boxing the protobuf payloads would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentOutput {
     ToMaster(ToMaster),
     /// Write `event` on executor connection `connection`.
-    ExecutorEvent { connection: u64, event: exec::Event },
+    ExecutorEvent {
+        connection: u64,
+        event: exec::Event,
+    },
     /// Close executor connection `connection` (after its queued events).
-    CloseConnection { connection: u64 },
+    CloseConnection {
+        connection: u64,
+    },
     /// Fetch and start a container; report back with `container_started` / `container_failed`.
     Launch(LaunchRequest),
     /// SIGKILL the container's process group; its exit is reported with `container_exited`.
-    Destroy { key: ExecutorKey, pid: u32 },
+    Destroy {
+        key: ExecutorKey,
+        pid: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,8 +207,10 @@ fn bad(message: impl Into<String>) -> Rejection {
 
 impl Agent {
     pub fn new(config: AgentConfig) -> Self {
-        let updates =
-            StatusUpdateManager::new(config.status_update_retry_min, config.status_update_retry_max);
+        let updates = StatusUpdateManager::new(
+            config.status_update_retry_min,
+            config.status_update_retry_max,
+        );
         Self {
             config,
             frameworks: HashMap::new(),
@@ -300,15 +320,25 @@ impl Agent {
             .as_ref()
             .map(|d| Duration::from_nanos(d.nanoseconds.max(0) as u64))
             .unwrap_or(self.config.executor_shutdown_grace_period);
-        let fw_id = framework.id.as_ref().map(|i| i.value.clone()).unwrap_or_default();
+        let fw_id = framework
+            .id
+            .as_ref()
+            .map(|i| i.value.clone())
+            .unwrap_or_default();
         env.insert("MESOS_FRAMEWORK_ID".into(), fw_id);
-        env.insert("MESOS_EXECUTOR_ID".into(), executor.executor_id.value.clone());
+        env.insert(
+            "MESOS_EXECUTOR_ID".into(),
+            executor.executor_id.value.clone(),
+        );
         env.insert("MESOS_DIRECTORY".into(), sandbox.clone());
         env.insert("MESOS_SANDBOX".into(), sandbox);
         env.insert("MESOS_AGENT_ENDPOINT".into(), endpoint.clone());
         env.insert("MESOS_SLAVE_PID".into(), format!("slave(1)@{endpoint}"));
         env.insert("MESOS_SLAVE_ID".into(), self.config.agent_id.clone());
-        env.insert("MESOS_CHECKPOINT".into(), if checkpoint { "1" } else { "0" }.into());
+        env.insert(
+            "MESOS_CHECKPOINT".into(),
+            if checkpoint { "1" } else { "0" }.into(),
+        );
         if checkpoint {
             env.insert(
                 "MESOS_RECOVERY_TIMEOUT".into(),
@@ -326,7 +356,11 @@ impl Agent {
         env.insert("MESOS_HTTP_COMMAND_EXECUTOR".into(), "0".into());
         env.insert("LIBPROCESS_PORT".into(), "0".into());
         // The ExecutorInfo's own environment has the highest priority.
-        if let Some(vars) = executor.command.as_ref().and_then(|c| c.environment.as_ref()) {
+        if let Some(vars) = executor
+            .command
+            .as_ref()
+            .and_then(|c| c.environment.as_ref())
+        {
             for var in &vars.variables {
                 if let Some(value) = &var.value {
                     env.insert(var.name.clone(), value.clone());
@@ -356,7 +390,11 @@ impl Agent {
         tasks: Vec<v1::TaskInfo>,
         group: bool,
     ) {
-        let fw_id = framework.id.as_ref().map(|i| i.value.clone()).unwrap_or_default();
+        let fw_id = framework
+            .id
+            .as_ref()
+            .map(|i| i.value.clone())
+            .unwrap_or_default();
         self.frameworks.insert(fw_id.clone(), framework.clone());
         let key = (fw_id.clone(), executor.executor_id.value.clone());
         if self
@@ -396,7 +434,10 @@ impl Agent {
                         output_file: u.output_file.clone(),
                     })
                     .collect(),
-                user: command.user.clone().unwrap_or_else(|| framework.user.clone()),
+                user: command
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| framework.user.clone()),
                 command: CommandSpec {
                     shell: command.shell.unwrap_or(true),
                     value: command.value.clone().unwrap_or_default(),
@@ -528,7 +569,8 @@ impl Agent {
             })
             .unwrap_or_else(|| vec![task_id.to_string()]);
         if let Some(e) = self.executors.get_mut(&key) {
-            e.queued.retain(|(ids, _)| !ids.iter().any(|i| group.contains(i)));
+            e.queued
+                .retain(|(ids, _)| !ids.iter().any(|i| group.contains(i)));
         }
         for id in &group {
             let status = self.agent_status(
@@ -661,7 +703,12 @@ impl Agent {
         if let Some(e) = self.executors.get_mut(key) {
             e.termination_reason = Reason::ContainerLaunchFailed;
         }
-        self.terminate(now, key, None, &format!("Failed to launch container: {message}"));
+        self.terminate(
+            now,
+            key,
+            None,
+            &format!("Failed to launch container: {message}"),
+        );
     }
 
     /// The container's process exited with raw wait status `status`.
@@ -738,7 +785,9 @@ impl Agent {
                     Some(_) => {}
                 }
                 if status.source != Some(Source::Executor as i32) {
-                    return Err(bad("Received Call from executor with invalid source: status.source must be SOURCE_EXECUTOR"));
+                    return Err(bad(
+                        "Received Call from executor with invalid source: status.source must be SOURCE_EXECUTOR",
+                    ));
                 }
                 if status.state == TaskState::TaskStaging as i32 {
                     return Err(bad("Received TASK_STAGING from executor"));
@@ -763,7 +812,10 @@ impl Agent {
             }
             _ => {}
         }
-        let key = (call.framework_id.value.clone(), call.executor_id.value.clone());
+        let key = (
+            call.framework_id.value.clone(),
+            call.executor_id.value.clone(),
+        );
         if !self.frameworks.contains_key(&key.0) {
             return Err(bad("Framework cannot be found"));
         }
@@ -782,7 +834,9 @@ impl Agent {
     ) -> Result<(), Rejection> {
         let (kind, key) = self.validate_executor_call(call)?;
         if kind != CallType::Subscribe {
-            return Err(bad("Expecting a SUBSCRIBE call on the streaming connection"));
+            return Err(bad(
+                "Expecting a SUBSCRIBE call on the streaming connection",
+            ));
         }
         let framework = self.frameworks.get(&key.0).cloned().unwrap_or_default();
         let agent_info = self.agent_info();
@@ -922,9 +976,10 @@ impl Agent {
         reason: Reason,
         message: &str,
     ) -> v1::TaskStatus {
-        if let Some(e) = executor_id
-            .and_then(|e| self.executors.get_mut(&(framework_id.to_string(), e.to_string())))
-            && let Some(t) = e.tasks.get_mut(task_id)
+        if let Some(e) = executor_id.and_then(|e| {
+            self.executors
+                .get_mut(&(framework_id.to_string(), e.to_string()))
+        }) && let Some(t) = e.tasks.get_mut(task_id)
         {
             t.state = Some(state as i32);
         }
@@ -972,7 +1027,9 @@ impl Agent {
         for e in self.executors.values() {
             let mut candidates = vec![e.destroy_at];
             if !e.subscribed_once && e.phase == Phase::Running {
-                candidates.push(Some(e.started_at + self.config.executor_registration_timeout));
+                candidates.push(Some(
+                    e.started_at + self.config.executor_registration_timeout,
+                ));
             }
             for t in candidates.into_iter().flatten() {
                 next = Some(next.map_or(t, |n: Instant| n.min(t)));

@@ -175,7 +175,9 @@ mod tests {
             m.acknowledge(t0, "f", "t", finished.uuid.as_ref().unwrap()),
             Err(AckError::Mismatch("t".into()))
         );
-        let next = m.acknowledge(t0, "f", "t", running.uuid.as_ref().unwrap()).unwrap();
+        let next = m
+            .acknowledge(t0, "f", "t", running.uuid.as_ref().unwrap())
+            .unwrap();
         assert_eq!(next, Some(finished.clone()));
         assert_eq!(
             m.acknowledge(t0, "f", "t", finished.uuid.as_ref().unwrap()),

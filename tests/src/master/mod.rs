@@ -90,6 +90,8 @@ pub enum AgentRemoval {
 }
 
 /// What the master asks of an agent.
+// Short-lived queue items: boxing the protobuf payloads would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum AgentCommand {
     /// Launch tasks (one LAUNCH, or one LAUNCH_GROUP when `group`) on `executor`.
@@ -124,14 +126,22 @@ pub enum AgentCommand {
 }
 
 /// Outputs of the state machine, drained with [`Master::poll_output`].
+// Short-lived queue items: boxing the protobuf payloads would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Write `event` on subscription stream `stream`.
-    Event { stream: StreamId, event: sched::Event },
+    Event {
+        stream: StreamId,
+        event: sched::Event,
+    },
     /// Close the stream (after its last event).
     CloseStream { stream: StreamId },
     /// Deliver `command` to agent `agent`.
-    ToAgent { agent: String, command: AgentCommand },
+    ToAgent {
+        agent: String,
+        command: AgentCommand,
+    },
 }
 
 /// Successful answers to a non-SUBSCRIBE call.
@@ -352,6 +362,19 @@ impl Master {
             .map(|t| t.state)
     }
 
+    /// The current subscription stream of a framework.
+    pub fn stream_of(&self, framework_id: &str) -> Option<StreamId> {
+        self.frameworks.get(framework_id)?.stream.clone()
+    }
+
+    /// The framework a stream belongs to.
+    pub fn framework_of_stream(&self, stream: &str) -> Option<String> {
+        self.frameworks
+            .values()
+            .find(|f| f.stream.as_deref() == Some(stream))
+            .map(|f| f.id.clone())
+    }
+
     /// The number of outstanding offers.
     pub fn outstanding_offers(&self) -> usize {
         self.offers.len()
@@ -374,12 +397,8 @@ impl Master {
         }
     }
 
-    fn to_agent(&mut self, agent: &str, command: AgentCommand) {
-        if self
-            .agents
-            .get(agent)
-            .is_some_and(|a| a.removed.is_none())
-        {
+    fn send_to_agent(&mut self, agent: &str, command: AgentCommand) {
+        if self.agents.get(agent).is_some_and(|a| a.removed.is_none()) {
             self.outputs.push_back(Output::ToAgent {
                 agent: agent.to_string(),
                 command,
@@ -436,8 +455,7 @@ impl Master {
                 stream: stream.clone(),
             });
         };
-        let roles = match validation::validate_framework_info(&info, &subscribe.suppressed_roles)
-        {
+        let roles = match validation::validate_framework_info(&info, &subscribe.suppressed_roles) {
             Ok(roles) => roles,
             Err(e) => {
                 reject(self, e);
@@ -609,9 +627,17 @@ impl Master {
                 }
             }
             CallType::Revive => {
-                let roles = call.revive.as_ref().map(|r| r.roles.clone()).unwrap_or_default();
+                let roles = call
+                    .revive
+                    .as_ref()
+                    .map(|r| r.roles.clone())
+                    .unwrap_or_default();
                 if let Some(fw) = self.frameworks.get_mut(&framework_id) {
-                    let roles = if roles.is_empty() { fw.roles.clone() } else { roles };
+                    let roles = if roles.is_empty() {
+                        fw.roles.clone()
+                    } else {
+                        roles
+                    };
                     for role in &roles {
                         fw.suppressed.remove(role);
                     }
@@ -620,9 +646,17 @@ impl Master {
                 self.next_allocation = Some(now);
             }
             CallType::Suppress => {
-                let roles = call.suppress.as_ref().map(|r| r.roles.clone()).unwrap_or_default();
+                let roles = call
+                    .suppress
+                    .as_ref()
+                    .map(|r| r.roles.clone())
+                    .unwrap_or_default();
                 if let Some(fw) = self.frameworks.get_mut(&framework_id) {
-                    let roles = if roles.is_empty() { fw.roles.clone() } else { roles };
+                    let roles = if roles.is_empty() {
+                        fw.roles.clone()
+                    } else {
+                        roles
+                    };
                     fw.suppressed.extend(roles);
                 }
             }
@@ -633,7 +667,7 @@ impl Master {
             }
             CallType::Shutdown => {
                 if let Some(s) = &call.shutdown {
-                    self.to_agent(
+                    self.send_to_agent(
                         &s.agent_id.value,
                         AgentCommand::ShutdownExecutor {
                             framework_id: framework_id.clone(),
@@ -654,7 +688,7 @@ impl Master {
             }
             CallType::Message => {
                 if let Some(m) = &call.message {
-                    self.to_agent(
+                    self.send_to_agent(
                         &m.agent_id.value,
                         AgentCommand::Message {
                             framework_id: framework_id.clone(),
@@ -685,23 +719,25 @@ impl Master {
         update: &sched::call::UpdateFramework,
     ) -> Result<CallReply, Rejection> {
         let bad = |m: String| Rejection::new(StatusCode::BAD_REQUEST, m);
-        let roles = validation::validate_framework_info(
-            &update.framework_info,
-            &update.suppressed_roles,
-        )
-        .map_err(bad)?;
+        let roles =
+            validation::validate_framework_info(&update.framework_info, &update.suppressed_roles)
+                .map_err(bad)?;
         let Some(fw) = self.frameworks.get_mut(framework_id) else {
             return Err(bad("Framework cannot be found".into()));
         };
         let new = &update.framework_info;
         if new.principal != fw.info.principal {
-            return Err(bad("Updating 'FrameworkInfo.principal' is unsupported".into()));
+            return Err(bad(
+                "Updating 'FrameworkInfo.principal' is unsupported".into()
+            ));
         }
         if new.user != fw.info.user {
             return Err(bad("Updating 'FrameworkInfo.user' is unsupported".into()));
         }
         if new.checkpoint.unwrap_or(false) != fw.info.checkpoint.unwrap_or(false) {
-            return Err(bad("Updating 'FrameworkInfo.checkpoint' is unsupported".into()));
+            return Err(bad(
+                "Updating 'FrameworkInfo.checkpoint' is unsupported".into()
+            ));
         }
         let removed_roles: Vec<String> = fw
             .roles
@@ -854,11 +890,9 @@ impl Master {
                         continue;
                     }
                     let fw = &self.frameworks[&fw_id];
-                    if fw
-                        .filters
-                        .iter()
-                        .any(|f| f.agent == *agent_id && f.role == role && f.resources.contains(&candidate))
-                    {
+                    if fw.filters.iter().any(|f| {
+                        f.agent == *agent_id && f.role == role && f.resources.contains(&candidate)
+                    }) {
                         continue;
                     }
                     let offer = self.make_offer(now, &fw_id, agent_id, &role, candidate);
@@ -920,9 +954,11 @@ impl Master {
             resources: wire::to_proto(&resources, role, format),
             attributes: wire::attributes_to_proto(&reg.attributes),
             executor_ids,
-            allocation_info: format.allocation_info.then(|| v1::resource::AllocationInfo {
-                role: Some(role.to_string()),
-            }),
+            allocation_info: format
+                .allocation_info
+                .then(|| v1::resource::AllocationInfo {
+                    role: Some(role.to_string()),
+                }),
             ..Default::default()
         };
         self.offers.insert(
@@ -1022,7 +1058,8 @@ impl Master {
                 TaskState::TaskLost
             };
             for (task, agent) in Self::task_ids_of(&accept.operations) {
-                let status = master_status(&task, Some(&agent), state, Reason::InvalidOffers, &error);
+                let status =
+                    master_status(&task, Some(&agent), state, Reason::InvalidOffers, &error);
                 self.emit_to_framework(framework_id, update_event(status));
             }
             return;
@@ -1047,7 +1084,11 @@ impl Master {
             let kind = op.r#type.and_then(|t| Op::try_from(t).ok());
             match kind {
                 Some(Op::Launch) => {
-                    let tasks = op.launch.as_ref().map(|l| l.task_infos.clone()).unwrap_or_default();
+                    let tasks = op
+                        .launch
+                        .as_ref()
+                        .map(|l| l.task_infos.clone())
+                        .unwrap_or_default();
                     for task in tasks {
                         let result = if op.id.is_some() {
                             Err("An operation ID is not supported for LAUNCH".to_string())
@@ -1152,7 +1193,14 @@ impl Master {
             }
         }
         // Whatever was not used is declined with the ACCEPT's filters.
-        self.add_filter(now, framework_id, &agent_id, &role, remaining, accept.filters.as_ref());
+        self.add_filter(
+            now,
+            framework_id,
+            &agent_id,
+            &role,
+            remaining,
+            accept.filters.as_ref(),
+        );
     }
 
     /// Fills in `allocation_info` for a MULTI_ROLE framework and checks the role.
@@ -1389,7 +1437,10 @@ impl Master {
                 );
             }
         }
-        let fw = self.frameworks.get_mut(framework_id).expect("framework checked");
+        let fw = self
+            .frameworks
+            .get_mut(framework_id)
+            .expect("framework checked");
         for t in &tasks {
             // The executor's resources are accounted separately, per executor.
             let resources = wire::from_proto(&t.resources).unwrap_or_default();
@@ -1406,7 +1457,7 @@ impl Master {
                 },
             );
         }
-        self.to_agent(
+        self.send_to_agent(
             agent_id,
             AgentCommand::RunTasks {
                 framework: fw_info,
@@ -1427,12 +1478,12 @@ impl Master {
             .get(&kill.task_id.value)
             .map(|t| t.agent.clone());
         match task {
-            Some(agent) => self.to_agent(
+            Some(agent) => self.send_to_agent(
                 &agent,
                 AgentCommand::KillTask {
                     framework_id: framework_id.to_string(),
                     task_id: kill.task_id.value.clone(),
-                    kill_policy: kill.kill_policy.clone(),
+                    kill_policy: kill.kill_policy,
                 },
             ),
             None => {
@@ -1457,7 +1508,7 @@ impl Master {
         {
             fw.tasks.remove(&task_id);
         }
-        self.to_agent(
+        self.send_to_agent(
             &ack.agent_id.value,
             AgentCommand::Acknowledge {
                 framework_id: framework_id.to_string(),
@@ -1467,7 +1518,12 @@ impl Master {
         );
     }
 
-    fn reconcile_status(&self, fw: &Framework, task_id: &str, agent: Option<&str>) -> v1::TaskStatus {
+    fn reconcile_status(
+        &self,
+        fw: &Framework,
+        task_id: &str,
+        agent: Option<&str>,
+    ) -> v1::TaskStatus {
         let aware = fw.partition_aware();
         let message = "Reconciliation: Latest task state";
         if let Some(task) = fw.tasks.get(task_id) {
@@ -1490,10 +1546,14 @@ impl Master {
         }
         let (state, message) = match agent.map(|a| (a, self.agents.get(a))) {
             Some((_, Some(a))) => match a.removed {
-                None => (TaskState::TaskGone, "Reconciliation: Task is unknown to the agent"),
-                Some((AgentRemoval::Unreachable, _)) => {
-                    (TaskState::TaskUnreachable, "Reconciliation: Task is unreachable")
-                }
+                None => (
+                    TaskState::TaskGone,
+                    "Reconciliation: Task is unknown to the agent",
+                ),
+                Some((AgentRemoval::Unreachable, _)) => (
+                    TaskState::TaskUnreachable,
+                    "Reconciliation: Task is unreachable",
+                ),
                 Some((AgentRemoval::Gone, _)) => (
                     TaskState::TaskGoneByOperator,
                     "Reconciliation: Task is gone",
@@ -1504,7 +1564,9 @@ impl Master {
         let state = if aware { state } else { TaskState::TaskLost };
         let mut status = master_status(task_id, agent, state, Reason::Reconciliation, message);
         if state == TaskState::TaskUnreachable
-            && let Some((_, time)) = agent.and_then(|a| self.agents.get(a)).and_then(|a| a.removed)
+            && let Some((_, time)) = agent
+                .and_then(|a| self.agents.get(a))
+                .and_then(|a| a.removed)
         {
             status.unreachable_time = Some(v1::TimeInfo {
                 nanoseconds: (time * 1e9) as i64,
@@ -1586,7 +1648,7 @@ impl Master {
             }
         }
         for agent in agents {
-            self.to_agent(
+            self.send_to_agent(
                 &agent,
                 AgentCommand::ShutdownFramework {
                     framework_id: framework_id.to_string(),
@@ -1670,30 +1732,41 @@ impl Master {
         let mut allocated = Resources::new();
         let mut executors = HashMap::new();
         for (fw_info, exec) in &registration.executors {
-            let fw_id = fw_info.id.as_ref().map(|i| i.value.clone()).unwrap_or_default();
+            let fw_id = fw_info
+                .id
+                .as_ref()
+                .map(|i| i.value.clone())
+                .unwrap_or_default();
             let r = wire::from_proto(&exec.resources).unwrap_or_default();
             allocated.add(&r);
             executors.insert((fw_id, exec.executor_id.value.clone()), (exec.clone(), r));
         }
         for (fw_info, task, state) in &registration.tasks {
-            let fw_id = fw_info.id.as_ref().map(|i| i.value.clone()).unwrap_or_default();
+            let fw_id = fw_info
+                .id
+                .as_ref()
+                .map(|i| i.value.clone())
+                .unwrap_or_default();
             let resources = wire::from_proto(&task.resources).unwrap_or_default();
             if !is_terminal(*state) {
                 allocated.add(&resources);
             }
             // A new leader learns frameworks from their agents; they must re-subscribe.
-            let fw = self.frameworks.entry(fw_id.clone()).or_insert_with(|| Framework {
-                id: fw_id.clone(),
-                info: fw_info.clone(),
-                roles: validation::validate_framework_info(fw_info, &[]).unwrap_or_default(),
-                stream: None,
-                disconnected_at: None,
-                next_heartbeat: None,
-                suppressed: BTreeSet::new(),
-                filters: Vec::new(),
-                tasks: BTreeMap::new(),
-                order: 0,
-            });
+            let fw = self
+                .frameworks
+                .entry(fw_id.clone())
+                .or_insert_with(|| Framework {
+                    id: fw_id.clone(),
+                    info: fw_info.clone(),
+                    roles: validation::validate_framework_info(fw_info, &[]).unwrap_or_default(),
+                    stream: None,
+                    disconnected_at: None,
+                    next_heartbeat: None,
+                    suppressed: BTreeSet::new(),
+                    filters: Vec::new(),
+                    tasks: BTreeMap::new(),
+                    order: 0,
+                });
             fw.tasks.insert(
                 task.task_id.value.clone(),
                 TaskEntry {
@@ -1728,7 +1801,7 @@ impl Master {
             return;
         };
         if self.removed_frameworks.contains(&fw_id) {
-            self.to_agent(
+            self.send_to_agent(
                 agent_id,
                 AgentCommand::ShutdownFramework {
                     framework_id: fw_id,
@@ -1775,7 +1848,7 @@ impl Master {
         status: v1::TaskStatus,
     ) {
         if self.removed_frameworks.contains(framework_id) {
-            self.to_agent(
+            self.send_to_agent(
                 agent_id,
                 AgentCommand::ShutdownFramework {
                     framework_id: framework_id.to_string(),
@@ -1900,9 +1973,11 @@ impl Master {
                     Reason::AgentRemovedByOperator,
                     "Agent has been marked gone",
                 ),
-                (AgentRemoval::Unreachable, false) => {
-                    (TaskState::TaskLost, Reason::AgentRemoved, "Agent is unreachable")
-                }
+                (AgentRemoval::Unreachable, false) => (
+                    TaskState::TaskLost,
+                    Reason::AgentRemoved,
+                    "Agent is unreachable",
+                ),
                 (AgentRemoval::Gone, false) => (
                     TaskState::TaskLost,
                     Reason::AgentRemovedByOperator,

@@ -89,7 +89,9 @@ pub fn validate_framework_info(
         info.roles.clone()
     } else {
         if !info.roles.is_empty() {
-            return Err("'FrameworkInfo.roles' is set but the MULTI_ROLE capability is missing".into());
+            return Err(
+                "'FrameworkInfo.roles' is set but the MULTI_ROLE capability is missing".into(),
+            );
         }
         vec![info.role.clone().unwrap_or_else(|| "*".to_string())]
     };
@@ -97,7 +99,9 @@ pub fn validate_framework_info(
     for role in &roles {
         crate::resources::validate_role(role)?;
         if !seen.insert(role) {
-            return Err(format!("'FrameworkInfo.roles' contains duplicate role '{role}'"));
+            return Err(format!(
+                "'FrameworkInfo.roles' contains duplicate role '{role}'"
+            ));
         }
     }
     for role in suppressed_roles {
@@ -194,12 +198,21 @@ mod tests {
     #[test]
     fn call_shape_errors_match_mesos() {
         let mut c = call(CallType::Accept);
-        assert_eq!(validate_call(&c).unwrap_err(), "Expecting 'accept' to be present");
+        assert_eq!(
+            validate_call(&c).unwrap_err(),
+            "Expecting 'accept' to be present"
+        );
         c.r#type = None;
-        assert_eq!(validate_call(&c).unwrap_err(), "Expecting 'type' to be present");
+        assert_eq!(
+            validate_call(&c).unwrap_err(),
+            "Expecting 'type' to be present"
+        );
         let mut c = call(CallType::Teardown);
         c.framework_id = None;
-        assert_eq!(validate_call(&c).unwrap_err(), "Expecting 'framework_id' to be present");
+        assert_eq!(
+            validate_call(&c).unwrap_err(),
+            "Expecting 'framework_id' to be present"
+        );
         let mut c = call(CallType::Subscribe);
         c.subscribe = Some(Default::default());
         assert_eq!(
@@ -212,7 +225,10 @@ mod tests {
             ..Default::default()
         });
         assert!(validate_call(&c).unwrap_err().contains("16 bytes"));
-        assert_eq!(validate_call(&call(CallType::Teardown)), Ok(CallType::Teardown));
+        assert_eq!(
+            validate_call(&call(CallType::Teardown)),
+            Ok(CallType::Teardown)
+        );
     }
 
     #[test]
