@@ -7,11 +7,13 @@
 //! - [`events`]: what the owner receives ([`SchedulerEvent`], [`FatalError`], [`AckToken`]).
 //! - [`reconcile`]: the explicit/implicit reconciliation loop.
 //! - [`backoff`]: exponential backoff with seeded jitter.
+//! - [`detector`]: `mesos.master` parsing and ZooKeeper leader detection.
 //! - [`shell`]: the tokio/reqwest driver running the machine ([`shell::spawn`],
 //!   [`SchedulerHandle`]).
 
 pub mod backoff;
 pub mod client;
+pub mod detector;
 pub mod endpoint;
 pub mod events;
 pub mod reconcile;
@@ -21,6 +23,7 @@ pub use client::{
     Action, CallId, CommandError, ConnectionId, Credentials, SchedulerClient, SchedulerConfig,
     SubscribeResponse,
 };
+pub use detector::{MasterSpec, ZkUrl};
 pub use endpoint::{HttpRequest, MasterEndpoint, RequestKind};
 pub use events::{AckToken, DisconnectReason, ExitStatus, FatalError, SchedulerEvent};
 pub use shell::{DriverError, MasterSource, SchedulerHandle, spawn};
