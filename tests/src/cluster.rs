@@ -906,6 +906,11 @@ fn scheduler_request(
     let now = Instant::now();
     let is_subscribe = call.r#type == Some(sched::call::Type::Subscribe as i32);
     if is_subscribe {
+        if let Some(m) = core.master.as_ref()
+            && let Err(r) = m.validate_subscribe(&call, principal.as_deref())
+        {
+            return rejection(r);
+        }
         let stream_format = match http::stream_format(headers) {
             Ok(f) => f,
             Err(r) => return rejection(r),

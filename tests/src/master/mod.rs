@@ -410,6 +410,28 @@ impl Master {
     // Scheduler API
     // ----------------------------------------------------------------------------------------
 
+    /// The checks Mesos runs on a SUBSCRIBE before looking at `Accept` and `Mesos-Stream-Id`:
+    /// call validation and the authenticated principal.
+    pub fn validate_subscribe(
+        &self,
+        call: &sched::Call,
+        principal: Option<&str>,
+    ) -> Result<(), Rejection> {
+        validation::validate_call(call).map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, e))?;
+        if let (Some(authenticated), Some(sub)) = (principal, call.subscribe.as_ref())
+            && let Some(p) = sub.framework_info.principal.as_deref()
+            && p != authenticated
+        {
+            return Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Authenticated principal '{authenticated}' does not match principal '{p}' set in `FrameworkInfo`"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Handles SUBSCRIBE. `stream` is the id of the stream the shell opened for the response.
     /// Transport-level problems are a `Rejection` (4xx); semantic ones are an ERROR event on a
     /// 200 stream, as on a real master.
@@ -421,7 +443,7 @@ impl Master {
         stream_id_header: bool,
         stream: StreamId,
     ) -> Result<(), Rejection> {
-        validation::validate_call(call).map_err(|e| Rejection::new(StatusCode::BAD_REQUEST, e))?;
+        self.validate_subscribe(call, principal)?;
         if stream_id_header {
             return Err(Rejection::new(
                 StatusCode::BAD_REQUEST,
