@@ -287,7 +287,7 @@ impl RawScheduler {
     }
 
     pub async fn launch(&self, offer: &v1::Offer, tasks: Vec<v1::TaskInfo>) {
-        self.accept(&[offer.id.clone()], tasks).await;
+        self.accept(std::slice::from_ref(&offer.id), tasks).await;
     }
 
     pub async fn accept(&self, offer_ids: &[v1::OfferId], tasks: Vec<v1::TaskInfo>) {
