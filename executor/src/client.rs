@@ -453,8 +453,15 @@ impl ExecutorClient {
             Link::Waiting {
                 retry_at: Some(retry_at),
             } if now >= retry_at => self.subscribe(now),
-            Link::Subscribed { .. } if self.retry_due(now) => self.subscribe(now),
             _ => {}
+        }
+        if let Some((id, at)) = self.retry_while_subscribed
+            && now >= at
+        {
+            self.retry_while_subscribed = None;
+            if matches!(self.link, Link::Subscribed { id: current } if current == id) {
+                self.subscribe(now);
+            }
         }
         let due: Vec<String> = self
             .tasks
@@ -477,21 +484,24 @@ impl ExecutorClient {
             );
             self.actions.push_back(Action::ForceKillTask { task_id });
         }
-        if let (Some(at), Link::Subscribed { id }) = (self.heartbeat_at, self.link)
+        if let Some(at) = self.heartbeat_at
             && now >= at
         {
-            let call = self.call(call::Type::Heartbeat);
-            self.actions.push_back(Action::Send(OutgoingCall {
-                subscription: id,
-                call,
-                update_uuid: None,
-            }));
-            self.heartbeat_at = self.config.heartbeat_interval.map(|every| now + every);
+            self.heartbeat_at = None;
+            if let Link::Subscribed { id } = self.link {
+                let call = self.call(call::Type::Heartbeat);
+                self.actions.push_back(Action::Send(OutgoingCall {
+                    subscription: id,
+                    call,
+                    update_uuid: None,
+                }));
+                self.heartbeat_at = self.config.heartbeat_interval.map(|every| now + every);
+            }
         }
         if let (Some(since), Some(timeout)) = (self.idle_since, self.config.idle_timeout)
             && now >= since + timeout
-            && self.phase == Phase::Running
         {
+            self.idle_since = None;
             tracing::info!(
                 idle = %humantime::format_duration(timeout),
                 "no task for the idle timeout; exiting"
@@ -629,7 +639,12 @@ impl ExecutorClient {
                     %why,
                     "status update not accepted; it will be resent with a new SUBSCRIBE"
                 );
-                if let Some(update) = self.pending.iter_mut().find(|u| u.uuid == uuid) {
+                // Unless a newer SUBSCRIBE already carried it, the next one must.
+                if let Some(update) = self
+                    .pending
+                    .iter_mut()
+                    .find(|u| u.uuid == uuid && u.sent_on == Some(sent.subscription))
+                {
                     update.sent_on = None;
                 }
                 if matches!(self.link, Link::Subscribed { id } if id == sent.subscription) {
@@ -772,10 +787,6 @@ impl ExecutorClient {
                 }
             }
         }
-    }
-
-    fn retry_due(&self, now: Instant) -> bool {
-        matches!(self.retry_while_subscribed, Some((id, at)) if now >= at && self.is_current(id))
     }
 
     fn lost_subscription(&mut self, now: Instant, why: &str) {
@@ -1072,6 +1083,7 @@ impl ExecutorClient {
         let kill_cap = grace * 3 / 4;
         self.phase = Phase::Terminating { reason, exit_at };
         self.retry_while_subscribed = None;
+        self.idle_since = None;
         if self.outage.take().is_some() {
             self.abandon_link();
         }

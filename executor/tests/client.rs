@@ -1004,3 +1004,26 @@ fn heartbeat_calls_are_sent_every_interval_while_subscribed() {
         assert_eq!(sent.call.executor_id.value, "exec-1");
     }
 }
+
+#[test]
+fn a_late_call_failure_does_not_resend_what_a_newer_subscribe_carried() {
+    let mut h = Harness::subscribed(true, false);
+    h.event(launch_event(task_info("t1", None)));
+    h.drain();
+    h.client
+        .report_task(h.now, "t1", TaskReport::Finished { message: None });
+    let sent = sent_updates(h.drain());
+    h.client.handle_stream_ended(h.now, h.subscription, "eof");
+    h.advance_to_next_timeout();
+    let actions = h.drain();
+    let subscribe = h.take_subscribe(&actions);
+    assert_eq!(subscribe.unacknowledged_updates.len(), 1);
+    // The POST of the original UPDATE fails only now, on the old connection.
+    h.client.handle_call_result(
+        h.now,
+        &sent[0],
+        CallOutcome::Transient("connection reset".to_owned()),
+    );
+    h.event(subscribed_event(false));
+    assert_eq!(h.drain(), [], "already delivered inside the SUBSCRIBE");
+}
