@@ -716,3 +716,106 @@ fn both_executors_dialing_each_other_converge_on_one_connection() {
     a.close();
     b.close();
 }
+
+/// A UDP relay between two endpoints that can be cut, like a killed executor or a partition:
+/// packets simply stop, nobody sends a CONNECTION_CLOSE.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: SocketAddr) -> Self {
+        let front = std::net::UdpSocket::bind(LOCALHOST).unwrap();
+        let back = std::net::UdpSocket::bind(LOCALHOST).unwrap();
+        back.connect(to).unwrap();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client: Arc<parking_lot::Mutex<Option<SocketAddr>>> = Arc::default();
+        for socket in [&front, &back] {
+            socket
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .unwrap();
+        }
+        let addr = front.local_addr().unwrap();
+        let (front2, back2) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+        let (cut1, cut2, client1, client2) =
+            (cut.clone(), cut.clone(), client.clone(), client.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                if let Ok((n, from)) = front.recv_from(&mut buf) {
+                    *client1.lock() = Some(from);
+                    if !cut1.load(Ordering::SeqCst) {
+                        let _ = back.send(&buf[..n]);
+                    }
+                }
+            }
+        });
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            loop {
+                if let Ok(n) = back2.recv(&mut buf) {
+                    let target = *client2.lock();
+                    if let (Some(target), false) = (target, cut2.load(Ordering::SeqCst)) {
+                        let _ = front2.send_to(&buf[..n], target);
+                    }
+                }
+            }
+        });
+        Self { addr, cut }
+    }
+}
+
+#[test]
+fn silently_dead_peer_is_detected_by_idle_timeout_on_both_ends() {
+    let config = ShuffleConfig {
+        idle_timeout: Duration::from_millis(1500),
+        keep_alive: Duration::from_millis(300),
+        ..ShuffleConfig::default()
+    };
+    let rt = runtime();
+    let ca = ClusterCa::generate("partition").unwrap();
+    let a = endpoint(&rt, &ca.issue("exec-a").unwrap(), config.clone());
+    let b = endpoint(&rt, &ca.issue("exec-b").unwrap(), config);
+    let relay = Relay::start(b.local_addr().unwrap());
+    let mut receiver = b.receiver::<KeyedRecord>(channel(9, 0, 0)).unwrap();
+    let sender = rt
+        .block_on(a.open_sender::<KeyedRecord>("exec-b", relay.addr, channel(9, 0, 0)))
+        .unwrap();
+    let producer = std::thread::spawn(move || {
+        let mut sender = sender;
+        let batch: Vec<KeyedRecord> = (0..1024)
+            .map(|value| KeyedRecord { key: 0, value })
+            .collect();
+        loop {
+            if let Err(err) = sender.send_batch(&batch) {
+                return err;
+            }
+        }
+    });
+    let mut received = 0usize;
+    let err = loop {
+        match receiver.recv() {
+            Ok(Some(ShuffleMessage::Data(batch))) => {
+                received += batch.len();
+                if received >= 50_000 {
+                    relay.cut.store(true, Ordering::SeqCst);
+                }
+            }
+            Ok(other) => panic!("unexpected {other:?}: the channel must fail, not end"),
+            Err(err) => break err,
+        }
+    };
+    assert!(
+        matches!(err, ShuffleError::ConnectionLost { .. }),
+        "receiver: {err}"
+    );
+    assert!(err.to_string().contains("timed out"), "receiver: {err}");
+    let producer_err = producer.join().unwrap();
+    assert!(
+        matches!(producer_err, ShuffleError::ConnectionLost { .. }),
+        "sender: {producer_err}"
+    );
+    a.close();
+    b.close();
+}

@@ -244,6 +244,14 @@ impl ShuffleEndpoint {
     }
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: release the port and end the accept loop.
+        self.endpoint
+            .close(quinn::VarInt::from_u32(0), b"executor shutting down");
+    }
+}
+
 impl Inner {
     /// The connection to use for new channels to `peer_id`, dialing it if there is none.
     async fn connection_to(

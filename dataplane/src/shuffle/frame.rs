@@ -210,23 +210,26 @@ impl FrameDecoder {
     /// After an error the stream is unusable: the caller fails the channel.
     pub fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Frame>, FrameError> {
         loop {
-            if let Some((header, body)) = &mut self.body {
+            if let Some((header, mut body)) = self.body.take() {
                 let need = header.payload_len as usize - body.len();
                 let take = need.min(input.len());
                 body.extend_from_slice(&input[..take]);
                 *input = &input[take..];
                 if body.len() < header.payload_len as usize {
+                    self.body = Some((header, body));
                     return Ok(None);
                 }
-                let (header, payload) = self.body.take().expect("checked above");
-                let actual = crc32fast::hash(&payload);
+                let actual = crc32fast::hash(&body);
                 if actual != header.checksum {
                     return Err(FrameError::ChecksumMismatch {
                         expected: header.checksum,
                         actual,
                     });
                 }
-                return Ok(Some(Frame { header, payload }));
+                return Ok(Some(Frame {
+                    header,
+                    payload: body,
+                }));
             }
             if input.is_empty() {
                 return Ok(None);

@@ -194,6 +194,10 @@ async fn read_frames<T: ShuffleRecord>(
                 quinn::ReadError::Reset(code) => ShuffleError::ProducerAborted {
                     code: code.into_inner(),
                 },
+                quinn::ReadError::ConnectionLost(cause) => ShuffleError::ConnectionLost {
+                    peer: peer.to_owned(),
+                    reason: cause.to_string(),
+                },
                 other => ShuffleError::ConnectionLost {
                     peer: peer.to_owned(),
                     reason: other.to_string(),

@@ -228,6 +228,7 @@ async fn write_frames(
                     quinn::WriteError::Stopped(code) => ShuffleError::ConsumerStopped {
                         code: code.into_inner(),
                     },
+                    quinn::WriteError::ConnectionLost(cause) => connection_lost(peer, cause),
                     other => connection_lost(peer, other),
                 })?;
                 shared.outbox.lock().on_written(len);
@@ -240,6 +241,9 @@ async fn write_frames(
                     Ok(Some(code)) => Err(ShuffleError::ConsumerStopped {
                         code: code.into_inner(),
                     }),
+                    Err(quinn::StoppedError::ConnectionLost(cause)) => {
+                        Err(connection_lost(peer, cause))
+                    }
                     Err(err) => Err(connection_lost(peer, err)),
                 };
             }
@@ -258,6 +262,7 @@ async fn write_frames(
                             Ok(code) => ShuffleError::ConsumerStopped {
                                 code: code.map_or(0, |c| c.into_inner()),
                             },
+                            Err(quinn::StoppedError::ConnectionLost(cause)) => connection_lost(peer, cause),
                             Err(err) => connection_lost(peer, err),
                         });
                     }
