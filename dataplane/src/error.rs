@@ -12,22 +12,29 @@ pub enum EngineError {
     #[error("{0}")]
     InvalidArgument(String),
     /// An input file or directory could not be found or read.
-    #[error("cannot read input '{path}': {source}")]
+    #[error("cannot read input '{path}': {cause}")]
     Input {
+        /// The file or directory.
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// What the OS said.
+        cause: std::io::Error,
     },
     /// A sink could not write its output.
-    #[error("cannot write output '{path}': {source}")]
+    #[error("cannot write output '{path}': {cause}")]
     Output {
+        /// The file, directory or stream.
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// What the OS said.
+        cause: std::io::Error,
     },
     /// A subtask failed while running.
     #[error("subtask {task} failed: {message}")]
-    TaskFailed { task: String, message: String },
+    TaskFailed {
+        /// `operator (i/p)`.
+        task: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The job was cancelled (Ctrl-C or an explicit cancel) before it finished.
     #[error("job cancelled")]
     Cancelled,

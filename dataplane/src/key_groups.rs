@@ -136,7 +136,7 @@ impl<A: Key, B: Key, C: Key> Key for (A, B, C) {
 
 /// The stable 32-bit hash of a key.
 #[inline]
-pub fn key_hash<K: Key + ?Sized>(key: &K) -> u32 {
+pub fn key_hash<K: Key>(key: &K) -> u32 {
     let mut h = StableHasher::new();
     key.stable_hash(&mut h);
     h.finish32()
@@ -144,7 +144,7 @@ pub fn key_hash<K: Key + ?Sized>(key: &K) -> u32 {
 
 /// The key group of a key: `hash(key) % max_parallelism`.
 #[inline]
-pub fn key_group_of<K: Key + ?Sized>(key: &K, max_parallelism: u32) -> u32 {
+pub fn key_group_of<K: Key>(key: &K, max_parallelism: u32) -> u32 {
     key_hash(key) % max_parallelism
 }
 

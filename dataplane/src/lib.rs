@@ -14,6 +14,7 @@ pub mod error;
 pub mod exchange;
 pub mod input_gate;
 pub mod jobgraph;
+pub mod jobs;
 pub mod key_groups;
 pub mod keyed;
 pub mod operators;

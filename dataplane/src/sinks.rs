@@ -48,9 +48,9 @@ pub fn line_sink<T: Send + 'static, F: Fn(&T, &mut String) + Send + Sync + 'stat
             std::io::stdout(),
         )),
         SinkSpec::Files(dir) => {
-            std::fs::create_dir_all(dir).map_err(|source| EngineError::Output {
+            std::fs::create_dir_all(dir).map_err(|cause| EngineError::Output {
                 path: dir.clone(),
-                source,
+                cause,
             })?;
             let file = if name == "output" {
                 format!("part-{}", ctx.subtask)
@@ -58,9 +58,9 @@ pub fn line_sink<T: Send + 'static, F: Fn(&T, &mut String) + Send + Sync + 'stat
                 format!("{name}-part-{}", ctx.subtask)
             };
             let path = dir.join(file);
-            let f = std::fs::File::create(&path).map_err(|source| EngineError::Output {
+            let f = std::fs::File::create(&path).map_err(|cause| EngineError::Output {
                 path: path.clone(),
-                source,
+                cause,
             })?;
             Target::File(std::io::BufWriter::with_capacity(1 << 16, f), path)
         }
@@ -81,13 +81,13 @@ pub fn line_sink<T: Send + 'static, F: Fn(&T, &mut String) + Send + Sync + 'stat
 impl<T: Send, F: Fn(&T, &mut String) + Send + Sync> LineSink<T, F> {
     fn flush(&mut self) -> Result<()> {
         match &mut self.target {
-            Target::Stdout(w) => w.flush().map_err(|source| EngineError::Output {
+            Target::Stdout(w) => w.flush().map_err(|cause| EngineError::Output {
                 path: "stdout".into(),
-                source,
+                cause,
             }),
-            Target::File(w, p) => w.flush().map_err(|source| EngineError::Output {
+            Target::File(w, p) => w.flush().map_err(|cause| EngineError::Output {
                 path: p.clone(),
-                source,
+                cause,
             }),
             Target::Checksum { sum } => {
                 self.metrics.checksum.fetch_add(*sum, Ordering::Relaxed);
@@ -110,9 +110,9 @@ impl<T: Send, F: Fn(&T, &mut String) + Send + Sync> Emitter<T> for LineSink<T, F
                     fmt(&r.value, &mut self.line);
                     self.line.push('\n');
                     w.write_all(self.line.as_bytes())
-                        .map_err(|source| EngineError::Output {
+                        .map_err(|cause| EngineError::Output {
                             path: "stdout".into(),
-                            source,
+                            cause,
                         })?;
                 }
             }
@@ -122,9 +122,9 @@ impl<T: Send, F: Fn(&T, &mut String) + Send + Sync> Emitter<T> for LineSink<T, F
                     fmt(&r.value, &mut self.line);
                     self.line.push('\n');
                     w.write_all(self.line.as_bytes())
-                        .map_err(|source| EngineError::Output {
+                        .map_err(|cause| EngineError::Output {
                             path: p.clone(),
-                            source,
+                            cause,
                         })?;
                 }
             }

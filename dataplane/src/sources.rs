@@ -101,20 +101,20 @@ pub const SPLIT_BYTES: u64 = 32 << 20;
 /// Lists the files of `path` (a file, or a directory whose regular non-hidden files are read in
 /// name order) and cuts them into splits. A missing path is an error naming it.
 pub fn file_splits(path: &Path) -> Result<Vec<FileSplit>> {
-    let meta = std::fs::metadata(path).map_err(|source| EngineError::Input {
+    let meta = std::fs::metadata(path).map_err(|cause| EngineError::Input {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let mut files = Vec::new();
     if meta.is_dir() {
-        let entries = std::fs::read_dir(path).map_err(|source| EngineError::Input {
+        let entries = std::fs::read_dir(path).map_err(|cause| EngineError::Input {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         for e in entries {
-            let e = e.map_err(|source| EngineError::Input {
+            let e = e.map_err(|cause| EngineError::Input {
                 path: path.to_path_buf(),
-                source,
+                cause,
             })?;
             let name = e.file_name();
             let hidden = name.to_string_lossy().starts_with('.');
@@ -130,9 +130,9 @@ pub fn file_splits(path: &Path) -> Result<Vec<FileSplit>> {
     let mut splits = Vec::new();
     for f in files {
         let len = std::fs::metadata(&f)
-            .map_err(|source| EngineError::Input {
+            .map_err(|cause| EngineError::Input {
                 path: f.clone(),
-                source,
+                cause,
             })?
             .len();
         let mut start = 0;
@@ -184,9 +184,9 @@ impl TextFileSource {
     }
 
     fn open(split: &FileSplit) -> Result<(BufReader<File>, u64)> {
-        let err = |source| EngineError::Input {
+        let err = |cause| EngineError::Input {
             path: split.path.clone(),
-            source,
+            cause,
         };
         let mut f = File::open(&split.path).map_err(err)?;
         let mut pos = split.start;
@@ -226,9 +226,9 @@ impl Source<String> for TextFileSource {
             let n =
                 reader
                     .read_until(b'\n', &mut self.buf)
-                    .map_err(|source| EngineError::Input {
+                    .map_err(|cause| EngineError::Input {
                         path: path.clone(),
-                        source,
+                        cause,
                     })?;
             if n == 0 {
                 self.current = None;
@@ -356,7 +356,7 @@ mod tests {
             ctx.subtask = i;
             ctx.parallelism = 3;
             let mut g = GeneratorSource::new(
-                |i: u64| (i % 5 != 0).then_some(i),
+                |i: u64| (!i.is_multiple_of(5)).then_some(i),
                 GeneratorBounds {
                     events: Some(20),
                     rate: 0,
