@@ -315,7 +315,8 @@ fn tampered_truncated_and_oversized_frames_fail_the_channel() {
     .encode()
     .to_vec();
 
-    let cases: Vec<(&str, Vec<u8>, fn(&ShuffleError) -> bool)> = vec![
+    type Expectation = fn(&ShuffleError) -> bool;
+    let cases: Vec<(&str, Vec<u8>, Expectation)> = vec![
         ("tampered", tampered, |e| {
             matches!(
                 e,
