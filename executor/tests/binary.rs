@@ -31,8 +31,8 @@ const STEP: Duration = Duration::from_secs(20);
 
 #[derive(Default)]
 struct AgentState {
-    /// Events for the current subscription stream.
-    stream: Option<mpsc::UnboundedSender<Event>>,
+    /// Raw bytes for the current subscription stream (RecordIO-framed events, or garbage).
+    stream: Option<mpsc::UnboundedSender<Bytes>>,
 }
 
 #[derive(Clone)]
@@ -70,13 +70,11 @@ async fn executor_api(State(agent): State<Agent>, headers: HeaderMap, body: Byte
     if headers.get(header::ACCEPT).map(|v| v.as_bytes()) != Some(b"application/x-protobuf") {
         return (StatusCode::NOT_ACCEPTABLE, "expected protobuf").into_response();
     }
-    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     agent.state.lock().unwrap().stream = Some(tx);
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let event = rx.recv().await?;
-        let mut buf = BytesMut::new();
-        encode_message(&event, &mut buf);
-        Some((Ok::<_, std::convert::Infallible>(buf.freeze()), rx))
+        let bytes = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(bytes), rx))
     });
     Response::builder()
         .status(StatusCode::OK)
@@ -90,11 +88,15 @@ struct Harness {
     agent: Agent,
     calls: mpsc::UnboundedReceiver<Call>,
     child: Child,
-    _sandbox: tempfile::TempDir,
+    sandbox: tempfile::TempDir,
 }
 
 impl Harness {
     async fn start(checkpoint: bool) -> Self {
+        Self::start_with_token(checkpoint, TOKEN).await
+    }
+
+    async fn start_with_token(checkpoint: bool, token: &str) -> Self {
         let (calls_tx, calls) = mpsc::unbounded_channel();
         let agent = Agent {
             state: Arc::default(),
@@ -122,7 +124,7 @@ impl Harness {
                 if checkpoint { "1" } else { "0" }.to_owned(),
             ),
             ("MESOS_EXECUTOR_SHUTDOWN_GRACE_PERIOD", "5secs".to_owned()),
-            ("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", TOKEN.to_owned()),
+            ("MESOS_EXECUTOR_AUTHENTICATION_TOKEN", token.to_owned()),
             ("MESOS_HTTP_COMMAND_EXECUTOR", "0".to_owned()),
             ("LIBPROCESS_PORT", "0".to_owned()),
             (
@@ -149,7 +151,7 @@ impl Harness {
             agent,
             calls,
             child,
-            _sandbox: sandbox,
+            sandbox,
         }
     }
 
@@ -185,12 +187,18 @@ impl Harness {
     }
 
     fn send(&self, event: Event) {
+        let mut buf = BytesMut::new();
+        encode_message(&event, &mut buf);
+        self.send_raw(buf.freeze());
+    }
+
+    fn send_raw(&self, bytes: Bytes) {
         let state = self.agent.state.lock().unwrap();
         state
             .stream
             .as_ref()
             .expect("no subscription")
-            .send(event)
+            .send(bytes)
             .expect("stream closed");
     }
 
@@ -432,4 +440,75 @@ async fn without_checkpointing_losing_the_agent_ends_the_executor_with_a_failure
     h.subscribed(false);
     h.close_stream();
     assert_eq!(h.exit_code().await, 1);
+}
+
+#[tokio::test]
+async fn garbage_on_the_event_stream_is_survived_by_resubscribing_with_checkpointing() {
+    let mut h = Harness::start(true).await;
+    h.expect_subscribe().await;
+    h.subscribed(false);
+    h.launch(
+        "probe-1",
+        Some(spec(task_spec::Kind::Probe(Probe {
+            duration_ms: 60_000,
+            exit_code: 0,
+        }))),
+    );
+    let (_, starting, _, _) = h.expect_update().await;
+    assert_eq!(starting, TaskState::TaskStarting);
+    let (_, running, _, _) = h.expect_update().await;
+    assert_eq!(running, TaskState::TaskRunning);
+    // A length header that is not a number: the stream is unusable.
+    h.send_raw(Bytes::from_static(b"12x\n{\"type\":\"HEARTBEAT\"}"));
+    let subscribe = h.expect_subscribe().await;
+    assert_eq!(subscribe.unacknowledged_updates.len(), 2);
+    h.subscribed(false);
+    // Then a frame larger than any event may be: refused the same way.
+    h.send_raw(Bytes::from_static(b"99999999999\n"));
+    let subscribe = h.expect_subscribe().await;
+    assert_eq!(subscribe.unacknowledged_tasks.len(), 1);
+    h.subscribed(false);
+    h.shutdown();
+    let (_, killed, _, uuid) = h.expect_update().await;
+    assert_eq!(killed, TaskState::TaskKilled);
+    h.ack("probe-1", uuid);
+    // The STARTING and RUNNING updates were never acknowledged: exit waits only for the grace.
+    assert_eq!(h.exit_code().await, 0);
+}
+
+#[tokio::test]
+async fn a_refused_token_ends_the_executor_with_a_failure() {
+    let mut h = Harness::start_with_token(false, "not-the-agents-token").await;
+    assert_eq!(h.exit_code().await, 1);
+    let stderr = std::fs::read_to_string(h.sandbox.path().join("stderr")).unwrap();
+    assert!(stderr.contains("401 Unauthorized"), "{stderr}");
+    assert!(
+        !stderr.contains("not-the-agents-token"),
+        "token leaked into the log"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_kills_the_tasks_reports_them_and_exits() {
+    let mut h = Harness::start(false).await;
+    h.expect_subscribe().await;
+    h.subscribed(false);
+    h.launch(
+        "tm-1",
+        Some(spec(task_spec::Kind::TaskManager(TaskManager {
+            slots: 1,
+            task_manager_id: "tm-1".to_owned(),
+            ..TaskManager::default()
+        }))),
+    );
+    let (_, running, _, uuid) = h.expect_update().await;
+    assert_eq!(running, TaskState::TaskRunning);
+    h.ack("tm-1", uuid);
+    let pid = h.child.id().unwrap() as libc::pid_t;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let (_, killed, _, uuid) = h.expect_update().await;
+    assert_eq!(killed, TaskState::TaskKilled);
+    h.ack("tm-1", uuid);
+    assert_eq!(h.exit_code().await, 0);
 }
