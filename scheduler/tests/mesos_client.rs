@@ -1004,3 +1004,38 @@ fn new_leader_from_detection_moves_the_subscription() {
     };
     assert_eq!(request.url, "http://m2:5050/api/v1/scheduler");
 }
+
+#[test]
+fn stream_closed_by_teardown_is_not_a_reason_to_resubscribe() {
+    let mut h = Harness::new(config(&[("m1", 5050)]));
+    h.client.start(h.now);
+    let conn = h.subscribe("fw", "s");
+    h.events();
+    let id = h.client.teardown().expect("subscribed");
+    h.calls();
+    // The master closes the stream before its 202 reaches us.
+    h.client.handle_stream_ended(h.now, conn, None);
+    assert_eq!(
+        h.events(),
+        vec![SchedulerEvent::Fatal(FatalError::TornDown)]
+    );
+    h.client
+        .handle_call_response(h.now, id, 202, None, String::new());
+    assert!(h.events().is_empty(), "stopped once");
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.actions(), vec![Action::CloseSubscription { conn }]);
+}
+
+#[test]
+fn no_leader_from_detection_keeps_the_live_subscription() {
+    let mut h = Harness::new(config(&[]));
+    h.client.start(h.now);
+    h.client
+        .set_masters(h.now, vec![MasterEndpoint::http("m1", 5050)]);
+    h.subscribe("fw", "s");
+    h.events();
+    h.client.set_masters(h.now, vec![]);
+    assert!(h.client.is_subscribed());
+    assert!(h.events().is_empty());
+    assert!(h.actions().is_empty());
+}

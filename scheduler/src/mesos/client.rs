@@ -359,11 +359,15 @@ impl SchedulerClient {
 
     /// Replaces the candidate masters (from detection). If the live subscription is not with
     /// one of them, the client re-subscribes to the new leader.
+    ///
+    /// An empty list ("no leader right now", e.g. during an election) does not disturb a live
+    /// subscription: if the old leader is really gone its stream ends by itself.
     pub fn set_masters(&mut self, now: Instant, masters: Vec<MasterEndpoint>) {
         let changed = masters != self.config.masters;
+        let empty = masters.is_empty();
         self.config.masters = masters;
         self.master_index = 0;
-        if !changed {
+        if !changed || empty {
             return;
         }
         self.redirect = None;
@@ -582,8 +586,12 @@ impl SchedulerClient {
         let Some(pending) = self.pending_calls.remove(&call_id) else {
             return;
         };
+        let was_teardown = self.teardown_call == Some(call_id);
+        if was_teardown {
+            self.teardown_call = None;
+        }
         if (200..300).contains(&status) {
-            if self.teardown_call == Some(call_id) {
+            if was_teardown && !self.is_stopped() {
                 self.stop(FatalError::TornDown);
             }
             return;
@@ -616,6 +624,9 @@ impl SchedulerClient {
 
     /// Call `call_id` failed before a response.
     pub fn handle_call_failed(&mut self, call_id: CallId, error: String) {
+        if self.teardown_call == Some(call_id) {
+            self.teardown_call = None;
+        }
         if let Some(pending) = self.pending_calls.remove(&call_id) {
             self.events.push_back(SchedulerEvent::CallFailed {
                 call_id,
@@ -1014,6 +1025,11 @@ impl SchedulerClient {
     /// reconciliation, and (with `retry`) schedules the next attempt after a backoff on the
     /// next candidate master.
     fn lose_subscription(&mut self, now: Instant, reason: DisconnectReason, retry: bool) {
+        if self.teardown_call.is_some() && self.is_subscribed() {
+            // After TEARDOWN the master closes our stream, possibly before its 202 arrives:
+            // that is the teardown completing, not a reason to re-subscribe.
+            return self.stop(FatalError::TornDown);
+        }
         if let Some(conn) = self.current_conn() {
             self.close_stream(conn);
         }
