@@ -160,3 +160,89 @@ fn duplicate_uids_are_rejected() {
     let err = env.build().err().unwrap().to_string();
     assert!(err.contains("'same' is used twice"), "{err}");
 }
+
+#[test]
+fn watermark_is_the_minimum_over_inputs_so_a_slow_input_is_not_late() {
+    use mesoflow_dataplane::OutputTag;
+    use mesoflow_dataplane::WatermarkStrategy;
+    use mesoflow_dataplane::sources::{GeneratorBounds, GeneratorSource};
+    use mesoflow_dataplane::window::WindowAssigner;
+
+    let (mut env, lines) = env(1);
+    // The slow input: event times 0..200, 2000 records per second of wall time.
+    let slow = env
+        .add_source("slow", |ctx| {
+            Ok(GeneratorSource::new(
+                |i| Some(i as i64),
+                GeneratorBounds {
+                    events: Some(200),
+                    rate: 2000,
+                },
+                ctx,
+            ))
+        })
+        .assign_timestamps_and_watermarks(|t| *t, WatermarkStrategy::monotonous());
+    // The fast input races ahead to event time 100_000 at once.
+    let fast = env
+        .add_source("fast", |ctx| {
+            Ok(GeneratorSource::new(
+                |i| Some(100_000 + i as i64),
+                GeneratorBounds {
+                    events: Some(200),
+                    rate: 0,
+                },
+                ctx,
+            ))
+        })
+        .assign_timestamps_and_watermarks(|t| *t, WatermarkStrategy::monotonous());
+    let late = OutputTag::<i64>::new("late");
+    let counts = slow
+        .union(&fast)
+        .key_by(|_t: &i64| 0u8)
+        .window(WindowAssigner::tumbling_event_time(50))
+        .side_output_late_data(&late)
+        .aggregate_with(mesoflow_dataplane::keyed::Count, |_k: &u8, w, c| (w.end, c))
+        .unwrap();
+    counts.sink_lines("output", |(end, c), out| {
+        out.push_str(&format!("{end} {c}"))
+    });
+    counts
+        .side_output(&late)
+        .unwrap()
+        .sink_lines("late", |t, out| out.push_str(&format!("late {t}")));
+    run_local(env.build().unwrap(), small_batches()).unwrap();
+    let got = sorted(&lines);
+    let mut expected: Vec<String> = (1..=4).map(|w| format!("{} 50", w * 50)).collect();
+    expected.extend((0..4).map(|w| format!("{} 50", 100_050 + w * 50)));
+    expected.sort();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn an_unbounded_job_stops_cleanly_when_cancelled() {
+    use mesoflow_dataplane::sources::{GeneratorBounds, GeneratorSource};
+    let (mut env, _lines) = env(2);
+    env.add_source("forever", |ctx| {
+        Ok(GeneratorSource::new(
+            |i| Some(i),
+            GeneratorBounds {
+                events: None,
+                rate: 0,
+            },
+            ctx,
+        ))
+    })
+    .key_by(|v: &u64| *v % 1000)
+    .reduce(|a: &u64, b: u64| (*a).max(b))
+    .add_sink("discard", |_ctx| {
+        Ok(Box::new(mesoflow_dataplane::emitter::DiscardEmitter))
+    });
+    let handle =
+        mesoflow_dataplane::start_local(env.build().unwrap(), RuntimeConfig::default()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(!handle.is_finished());
+    handle.cancel_token().cancel();
+    let result = handle.join().unwrap();
+    assert!(result.cancelled);
+    assert!(result.records_in > 0);
+}

@@ -260,12 +260,21 @@ where
             let last = geo.last_end(s);
             last <= fired && last.saturating_sub(1).saturating_add(lateness) <= t
         };
+        let mut pruned = false;
         while let Some(&s) = self.live_slices.first() {
             if expired(s) {
                 self.live_slices.pop_first();
+                pruned = true;
             } else {
                 break;
             }
+        }
+        if pruned {
+            // Slices kept for the allowed lateness just expired: drop them from every key.
+            self.store.retain(|_, ks| {
+                ks.slices.retain(|(s, _)| !expired(*s));
+                !ks.slices.is_empty()
+            });
         }
         self.flush_pending()
     }
