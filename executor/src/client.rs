@@ -277,6 +277,8 @@ struct Task {
 struct KillInProgress {
     force_at: Instant,
     forced: bool,
+    /// Who asked, for the TASK_KILLED message.
+    cause: &'static str,
 }
 
 /// An update not yet acknowledged by the agent.
@@ -678,14 +680,14 @@ impl ExecutorClient {
             tracing::debug!(task_id, ?report, "report for a task that already ended");
             return;
         }
-        let killing = task.kill.is_some();
-        let (state, message, reason) = match report {
-            TaskReport::Starting | TaskReport::Running if killing => return,
-            TaskReport::Starting => (TaskState::TaskStarting, None, None),
-            TaskReport::Running => (TaskState::TaskRunning, None, None),
-            _ if killing => (TaskState::TaskKilled, Some("task killed".to_owned()), None),
-            TaskReport::Finished { message } => (TaskState::TaskFinished, message, None),
-            TaskReport::Failed { message, reason } => {
+        let kill_cause = task.kill.map(|kill| kill.cause);
+        let (state, message, reason) = match (report, kill_cause) {
+            (TaskReport::Starting | TaskReport::Running, Some(_)) => return,
+            (TaskReport::Starting, None) => (TaskState::TaskStarting, None, None),
+            (TaskReport::Running, None) => (TaskState::TaskRunning, None, None),
+            (_, Some(cause)) => (TaskState::TaskKilled, Some(cause.to_owned()), None),
+            (TaskReport::Finished { message }, None) => (TaskState::TaskFinished, message, None),
+            (TaskReport::Failed { message, reason }, None) => {
                 (TaskState::TaskFailed, Some(message), reason)
             }
         };
@@ -903,7 +905,13 @@ impl ExecutorClient {
             .as_ref()
             .and_then(|policy| policy.grace_period.as_ref())
             .map(duration_from_info);
-        self.kill_task(now, &task_id, policy_grace, None);
+        self.kill_task(
+            now,
+            &task_id,
+            policy_grace,
+            None,
+            "killed on request of the scheduler",
+        );
     }
 
     /// Starts (or hastens) the kill of one task. `cap` bounds the grace (shutdown).
@@ -913,6 +921,7 @@ impl ExecutorClient {
         task_id: &str,
         event_grace: Option<Duration>,
         cap: Option<Duration>,
+        cause: &'static str,
     ) {
         let default_grace = self.config.default_kill_grace_period;
         let Some(task) = self.tasks.get_mut(task_id) else {
@@ -949,6 +958,7 @@ impl ExecutorClient {
                 task.kill = Some(KillInProgress {
                     force_at,
                     forced: false,
+                    cause,
                 });
                 let announce = self.agent.task_killing_state;
                 if announce {
@@ -1089,7 +1099,13 @@ impl ExecutorClient {
         }
         let live: Vec<String> = self.live_task_ids().map(str::to_owned).collect();
         for task_id in live {
-            self.kill_task(now, &task_id, None, Some(kill_cap));
+            self.kill_task(
+                now,
+                &task_id,
+                None,
+                Some(kill_cap),
+                "killed because the executor is shutting down",
+            );
         }
         self.check_progress(now);
     }

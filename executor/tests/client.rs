@@ -546,6 +546,17 @@ fn kill_without_task_killing_state_sends_only_the_terminal_update() {
         .report_task(h.now, "t1", TaskReport::Finished { message: None });
     let sent = sent_updates(h.drain());
     assert_eq!(states(&sent), [TaskState::TaskKilled]);
+    assert_eq!(
+        sent[0]
+            .call
+            .update
+            .as_ref()
+            .unwrap()
+            .status
+            .message
+            .as_deref(),
+        Some("killed on request of the scheduler")
+    );
     // A late report for the ended task changes nothing.
     h.client.report_task(h.now, "t1", TaskReport::Running);
     assert_eq!(h.drain(), []);
@@ -693,6 +704,17 @@ fn shutdown_kills_every_task_within_the_grace_period_and_exits_after_the_acks() 
     let t1_killed = sent_updates(h.drain());
     assert_eq!(states(&t1_killed), [TaskState::TaskKilled]);
     assert_eq!(states(&t2_killed), [TaskState::TaskKilled]);
+    assert_eq!(
+        t2_killed[0]
+            .call
+            .update
+            .as_ref()
+            .unwrap()
+            .status
+            .message
+            .as_deref(),
+        Some("killed because the executor is shutting down")
+    );
     // Not before the terminal updates are acknowledged.
     assert!(!h.client.has_exited());
     h.ack(&t1_killed[0]);
