@@ -50,7 +50,12 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     if let Some(duration) = parse_mesos_form(text) {
         return duration.map_err(|reason| error(&reason));
     }
-    humantime::parse_duration(text).map_err(|e| error(&e.to_string()))
+    let duration = humantime::parse_duration(text).map_err(|e| error(&e.to_string()))?;
+    // Keep every deadline computed from it (`now + duration`) far from overflowing.
+    if duration.as_nanos() > u128::from(u64::MAX) {
+        return Err(error("it is too large"));
+    }
+    Ok(duration)
 }
 
 /// Tries stout's `<number><unit>` form. `None` means "not this form"; `Some(Err)` means it was
@@ -111,6 +116,8 @@ mod tests {
             "five minutes",
             "10",
             "1e400weeks",
+            "99999999999999999999weeks",
+            "9000000000years",
         ] {
             let err = parse_duration(bad).expect_err(bad);
             assert_eq!(err.input, bad);
