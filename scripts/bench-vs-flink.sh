@@ -18,7 +18,8 @@
 #   --out FILE    also write the table (markdown) to FILE
 # Environment:
 #   MESOFLOW_BIN              mesoflow CLI (default: target/release/mesoflow)
-#   MESOFLOW_CHECKPOINT_ARGS  mesoflow flags for "checkpoint every 1 s" (default: --checkpoint-interval 1s)
+#   MESOFLOW_CHECKPOINT_ARGS  mesoflow flags for "checkpoint every 1 s"
+#                             (default: -Dexecution.checkpointing.interval=1s, Flink's key)
 #   FLINK_JAVA_OPTS           extra JVM flags for the Flink side (default: none, JVM ergonomics)
 set -euo pipefail
 
@@ -26,7 +27,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FLINK_DIR="$ROOT/tests/peers/flink"
 FLINK_JAR="$FLINK_DIR/target/mesoflow-flink-baseline.jar"
 MESOFLOW_BIN=${MESOFLOW_BIN:-$ROOT/target/release/mesoflow}
-MESOFLOW_CHECKPOINT_ARGS=${MESOFLOW_CHECKPOINT_ARGS:---checkpoint-interval 1s}
+MESOFLOW_CHECKPOINT_ARGS=${MESOFLOW_CHECKPOINT_ARGS:--Dexecution.checkpointing.interval=1s}
 FLINK_JAVA_OPTS=${FLINK_JAVA_OPTS:-}
 
 SMOKE=0 RUNS= ONLY= FLINK_ONLY=0 BUILD=1 OUT=
@@ -129,6 +130,17 @@ run_engine() {
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
+# Checkpointed rows need `mesoflow run` to accept MESOFLOW_CHECKPOINT_ARGS; until it does they
+# are skipped (and said so) rather than spending Flink runs on rows that cannot be compared.
+CKPT_OK=1
+if (( ! FLINK_ONLY )); then
+  # shellcheck disable=SC2086
+  if ! "$MESOFLOW_BIN" run stateless -p events=10 --sink checksum $MESOFLOW_CHECKPOINT_ARGS >/dev/null 2>"$WORK/probe"; then
+    CKPT_OK=0
+    echo "note: mesoflow does not accept '$MESOFLOW_CHECKPOINT_ARGS' ($(tail -n 1 "$WORK/probe")); skipping the ckpt=1s rows" >&2
+  fi
+fi
+
 ROWS=()
 echo "runs per engine: $RUNS; parallelism 2; $(nproc) cores" >&2
 for w in "${WORKLOADS[@]}"; do
@@ -137,6 +149,10 @@ for w in "${WORKLOADS[@]}"; do
   for ckpt in ${ckpt_modes:-0 1}; do
     row="$name$( (( ckpt )) && echo ' ckpt=1s' || echo ' ckpt=off')"
     if [[ -n $ONLY ]] && ! [[ $row =~ $ONLY ]]; then continue; fi
+    if (( ckpt && ! CKPT_OK )); then
+      ROWS+=("| $row | $events | - | - | - | - | - | - | skipped: mesoflow run has no checkpointing yet |")
+      continue
+    fi
     : >"$WORK/flink.runs"; : >"$WORK/mesoflow.runs"
     for ((r = 1; r <= RUNS; r++)); do
       for engine in mesoflow flink; do
@@ -148,16 +164,21 @@ for w in "${WORKLOADS[@]}"; do
     # Correctness: every run of both engines must print the same result line.
     results=$(cat "$WORK/flink.runs" "$WORK/mesoflow.runs" | awk '{ print $5 }' | sort -u)
     status=ok
-    if [[ $(wc -l <<<"$results") -ne 1 ]] || grep -qE 'FAILED|NO-RESULT' <<<"$results"; then status=INVALID; fi
-    result=$(head -n 1 <<<"$results" | tr _ ' ')
+    if grep -q FAILED "$WORK/mesoflow.runs"; then status="INVALID (mesoflow failed)"
+    elif grep -q FAILED "$WORK/flink.runs"; then status="INVALID (Flink failed)"
+    elif grep -q NO-RESULT <<<"$results"; then status="INVALID (no result line)"
+    elif [[ $(wc -l <<<"$results") -ne 1 ]]; then status="INVALID (checksums differ)"; fi
+    result=$(grep -vE 'FAILED|NO-RESULT' <<<"$results" | tr _ ' ' | paste -sd '/' - || true)
     if (( FLINK_ONLY )) && [[ $status == ok ]]; then status=flink-only; fi
     for engine in mesoflow flink; do
       f="$WORK/$engine.runs"
       if [[ ! -s $f ]]; then eval "${engine}_stats='- - - -'"; continue; fi
-      wall=$(awk '{ print $1 }' "$f" | median)
-      rps=$(awk -v n="$events" '$1 > 0 { print n / $1 }' "$f" | median)
-      rpc=$(awk -v n="$events" '($2 + $3) > 0 { print n / ($2 + $3) }' "$f" | median)
-      rss=$(awk '{ print $4 / 1024 }' "$f" | median)
+      # Failed runs carry no measurements; GNU time's resolution is 10 ms, hence the guards.
+      if ! grep -vq FAILED "$f"; then eval "${engine}_stats='- - - -'"; continue; fi
+      wall=$(awk '$5 != "FAILED" { print $1 }' "$f" | median)
+      rps=$(awk -v n="$events" '$5 != "FAILED" && $1 > 0 { print n / $1 }' "$f" | median)
+      rpc=$(awk -v n="$events" '$5 != "FAILED" && ($2 + $3) > 0 { print n / ($2 + $3) }' "$f" | median)
+      rss=$(awk '$5 != "FAILED" { print $4 / 1024 }' "$f" | median)
       eval "${engine}_stats='$wall $rps $rpc $rss'"
     done
     read -r m_wall m_rps m_rpc m_rss <<<"$mesoflow_stats"
