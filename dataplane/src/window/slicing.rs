@@ -80,16 +80,75 @@ impl Geometry {
     }
 }
 
-/// One key's accumulators, by slice end (ascending).
+/// One key's accumulators, by slice end (ascending). The newest slice lives inline, so the
+/// common case (records in time order, one slice per tumbling window) touches no second
+/// allocation; older slices (sliding windows, lateness) follow in a vector.
 #[derive(Debug, Clone)]
 pub struct KeySlices<Acc> {
-    slices: Vec<(i64, Acc)>,
+    newest: Option<(i64, Acc)>,
+    older: Vec<(i64, Acc)>,
 }
 
 impl<Acc> KeySlices<Acc> {
-    /// Slice ends held.
+    fn new() -> Self {
+        Self {
+            newest: None,
+            older: Vec::new(),
+        }
+    }
+
+    /// Slice ends held, ascending.
     pub fn slice_ends(&self) -> impl Iterator<Item = i64> + '_ {
-        self.slices.iter().map(|(s, _)| *s)
+        self.iter().map(|(s, _)| *s)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(i64, Acc)> + '_ {
+        self.older.iter().chain(self.newest.iter())
+    }
+
+    fn len(&self) -> usize {
+        self.older.len() + usize::from(self.newest.is_some())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.newest.is_none()
+    }
+
+    /// The accumulator of slice `s`, created by `create` if absent; true if it was created.
+    #[inline]
+    fn slot(&mut self, s: i64, create: impl FnOnce() -> Acc) -> (&mut Acc, bool) {
+        let newest = self.newest.as_ref().map(|(e, _)| *e);
+        match newest {
+            Some(e) if e > s => match self.older.binary_search_by_key(&s, |(e, _)| *e) {
+                Ok(i) => (&mut self.older[i].1, false),
+                Err(i) => {
+                    self.older.insert(i, (s, create()));
+                    (&mut self.older[i].1, true)
+                }
+            },
+            Some(e) if e == s => {
+                // `newest` is Some here; get_or_insert_with only satisfies the borrow checker.
+                let (_, acc) = self.newest.get_or_insert_with(|| (s, create()));
+                (acc, false)
+            }
+            _ => {
+                if let Some(prev) = self.newest.take() {
+                    self.older.push(prev);
+                }
+                (&mut self.newest.insert((s, create())).1, true)
+            }
+        }
+    }
+
+    /// Keeps the slices for which `keep` is true. Expiry is monotone in the slice end, so when
+    /// the newest slice goes, all go.
+    fn retain(&mut self, keep: impl Fn(i64) -> bool) {
+        self.older.retain(|(s, _)| keep(*s));
+        if let Some((s, _)) = &self.newest
+            && !keep(*s)
+        {
+            self.newest = self.older.pop();
+        }
     }
 }
 
@@ -159,7 +218,7 @@ where
     /// Number of (key, slice) accumulators held: with sliding windows this is at most one per
     /// key and slice, however many windows overlap.
     pub fn accumulator_count(&self) -> usize {
-        self.store.iter().map(|(_, ks)| ks.slices.len()).sum()
+        self.store.iter().map(|(_, ks)| ks.len()).sum()
     }
 
     /// Number of keys with state.
@@ -208,12 +267,12 @@ where
     fn window_result(
         agg: &A,
         geo: &Geometry,
-        slices: &[(i64, A::Acc)],
+        slices: &KeySlices<A::Acc>,
         end: i64,
     ) -> Option<A::Acc> {
         let start = end - geo.size;
         let mut acc: Option<A::Acc> = None;
-        for (s, a) in slices {
+        for (s, a) in slices.iter() {
             if *s <= start {
                 continue;
             }
@@ -272,8 +331,8 @@ where
         if pruned {
             // Slices kept for the allowed lateness just expired: drop them from every key.
             self.store.retain(|_, ks| {
-                ks.slices.retain(|(s, _)| !expired(*s));
-                !ks.slices.is_empty()
+                ks.retain(|s| !expired(s));
+                !ks.is_empty()
             });
         }
         self.flush_pending()
@@ -289,17 +348,17 @@ where
         let agg = &self.agg;
         let wf = &*self.window_fn;
         self.store.retain(|k, ks| {
-            if let Some(acc) = Self::window_result(agg, &geo, &ks.slices, end) {
+            if let Some(acc) = Self::window_result(agg, &geo, ks, end) {
                 results.push(Rec::new(
                     window.max_timestamp(),
                     wf(k, window, agg.result(&acc)),
                 ));
             }
-            ks.slices.retain(|(s, _)| {
-                let last = geo.last_end(*s);
+            ks.retain(|s| {
+                let last = geo.last_end(s);
                 !(last <= end && last.saturating_sub(1).saturating_add(lateness) <= t)
             });
-            !ks.slices.is_empty()
+            !ks.is_empty()
         });
         self.pending = results;
         if self.pending.len() >= self.batch_size {
@@ -336,29 +395,10 @@ where
         let agg = &self.agg;
         let ks = match map.get_mut(&k) {
             Some(ks) => ks,
-            None => map.entry(k.clone()).or_insert_with(|| KeySlices {
-                slices: Vec::with_capacity(1),
-            }),
+            None => map.entry(k.clone()).or_insert_with(KeySlices::new),
         };
-        let mut new_slice = false;
-        match ks.slices.last_mut() {
-            Some((last, acc)) if *last == s => agg.add(acc, &rec.value),
-            Some((last, _)) if *last > s => match ks.slices.binary_search_by_key(&s, |(e, _)| *e) {
-                Ok(i) => agg.add(&mut ks.slices[i].1, &rec.value),
-                Err(i) => {
-                    let mut acc = agg.create();
-                    agg.add(&mut acc, &rec.value);
-                    ks.slices.insert(i, (s, acc));
-                    new_slice = true;
-                }
-            },
-            _ => {
-                let mut acc = agg.create();
-                agg.add(&mut acc, &rec.value);
-                ks.slices.push((s, acc));
-                new_slice = true;
-            }
-        }
+        let (acc, new_slice) = ks.slot(s, || agg.create());
+        agg.add(acc, &rec.value);
         if new_slice && s != self.last_registered {
             self.live_slices.insert(s);
             self.last_registered = s;
@@ -372,7 +412,7 @@ where
             let upto = fired.min(last_end);
             while end <= upto {
                 if let Some(ks) = self.store.get(&k)
-                    && let Some(acc) = Self::window_result(&self.agg, &geo, &ks.slices, end)
+                    && let Some(acc) = Self::window_result(&self.agg, &geo, ks, end)
                 {
                     let window = TimeWindow {
                         start: end - geo.size,
