@@ -675,6 +675,27 @@ fn both_executors_dialing_each_other_converge_on_one_connection() {
         )
     });
     let (to_b, to_a) = (to_b.unwrap(), to_a.unwrap());
+    // Both sides settle on the connection dialed by the smaller id ("exec-a"). The acceptor
+    // installs an incoming connection in a task of its own, so give it a moment.
+    let settled = rt.block_on(async {
+        for _ in 0..500 {
+            let (on_a, on_b) = (
+                a.connection_initiator("exec-b").await,
+                b.connection_initiator("exec-a").await,
+            );
+            if on_a.as_deref() == Some("exec-a") && on_b.as_deref() == Some("exec-a") {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    });
+    assert!(
+        settled,
+        "a: {:?}, b: {:?}",
+        rt.block_on(a.connection_initiator("exec-b")),
+        rt.block_on(b.connection_initiator("exec-a"))
+    );
     // Later channels in both directions, then all of them carry data.
     let to_b2 = rt
         .block_on(a.open_sender::<KeyedRecord>("exec-b", b_addr, channel(8, 2, 0)))

@@ -231,6 +231,22 @@ impl ShuffleEndpoint {
         Ok(RemoteReceiver::new(rx, channel, release))
     }
 
+    /// Which executor dialed the connection that new channels to `peer_id` use, if there is
+    /// one (diagnostics; after a simultaneous dial both sides report the smaller id).
+    pub async fn connection_initiator(&self, peer_id: &str) -> Option<String> {
+        let slot = self.inner.peers.lock().get(peer_id).cloned()?;
+        let slot = slot.lock().await;
+        let (connection, dialed_by_me) = slot.current.as_ref()?;
+        if connection.close_reason().is_some() {
+            return None;
+        }
+        Some(if *dialed_by_me {
+            self.inner.executor_id.clone()
+        } else {
+            peer_id.to_owned()
+        })
+    }
+
     /// Closes every connection at once (peers see their channels fail) and stops accepting.
     pub fn close(&self) {
         self.inner
