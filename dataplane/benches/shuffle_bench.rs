@@ -303,7 +303,7 @@ fn main() {
         }
     }
     let median = |mut outcomes: Vec<Outcome>| {
-        outcomes.sort_by(|x, y| x.wall.cmp(&y.wall));
+        outcomes.sort_by_key(|outcome| outcome.wall);
         let middle = outcomes.len() / 2;
         outcomes.into_iter().nth(middle)
     };
