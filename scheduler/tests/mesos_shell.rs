@@ -329,7 +329,7 @@ async fn driver_follows_redirect_streams_events_sends_calls_and_stops_when_remov
 }
 
 #[tokio::test]
-async fn garbage_on_the_stream_is_a_clean_reconnect_not_a_panic() {
+async fn garbage_oversized_truncated_and_malformed_streams_reconnect_cleanly() {
     let state: Shared = Arc::default();
     let (streams_tx, mut streams) = mpsc::unbounded_channel();
     let router = Router::new().route(
@@ -352,36 +352,113 @@ async fn garbage_on_the_stream_is_a_clean_reconnect_not_a_panic() {
         secret: "pw".into(),
     });
     let (_handle, mut events, _task) = spawn(config, MasterSource::Static).expect("spawns");
-    let stream = streams.recv().await.expect("stream");
-    send_event(
-        &stream,
-        &Event {
-            r#type: Some(event::Type::Subscribed as i32),
-            subscribed: Some(event::Subscribed {
-                framework_id: FrameworkId { value: "fw".into() },
-                heartbeat_interval_seconds: Some(15.0),
-                master_info: None,
-            }),
-            ..Default::default()
-        },
-    );
-    assert!(matches!(
-        next_event(&mut events).await,
-        SchedulerEvent::Subscribed { .. }
-    ));
-    next_event(&mut events).await; // ReconciliationComplete
-    stream
-        .send(Bytes::from_static(b"12x\n{garbage}"))
-        .expect("open");
-    match next_event(&mut events).await {
-        SchedulerEvent::Disconnected {
-            reason: DisconnectReason::StreamEnded(text),
-        } => assert!(text.contains("RecordIO length header"), "{text}"),
-        other => panic!("expected a disconnect, got {other:?}"),
+    // Each bad stream must end the subscription with a clear reason, then the driver
+    // subscribes again: (bytes sent, close the stream afterwards, expected reason text).
+    let cases: [(&[u8], bool, &str); 4] = [
+        (
+            b"12x\n{garbage}",
+            false,
+            "RecordIO length header contains byte 0x78",
+        ),
+        (b"99999999999\n", false, "exceeds the maximum record size"),
+        (b"10\nabc", true, "ended inside a record: 3 of 10 bytes"),
+        (b"3\n\x12\xff\x01", false, "undecodable Event"),
+    ];
+    for (bytes, close, expected) in cases {
+        let stream = tokio::time::timeout(Duration::from_secs(10), streams.recv())
+            .await
+            .expect("subscribed within 10 s")
+            .expect("stream");
+        send_event(
+            &stream,
+            &Event {
+                r#type: Some(event::Type::Subscribed as i32),
+                subscribed: Some(event::Subscribed {
+                    framework_id: FrameworkId { value: "fw".into() },
+                    heartbeat_interval_seconds: Some(15.0),
+                    master_info: None,
+                }),
+                ..Default::default()
+            },
+        );
+        assert!(matches!(
+            next_event(&mut events).await,
+            SchedulerEvent::Subscribed { .. }
+        ));
+        assert_eq!(
+            next_event(&mut events).await,
+            SchedulerEvent::ReconciliationComplete
+        );
+        stream.send(Bytes::copy_from_slice(bytes)).expect("open");
+        if close {
+            drop(stream);
+        }
+        match next_event(&mut events).await {
+            SchedulerEvent::Disconnected {
+                reason: DisconnectReason::StreamEnded(text) | DisconnectReason::MalformedEvent(text),
+            } => assert!(text.contains(expected), "{text:?} lacks {expected:?}"),
+            other => panic!("expected a disconnect, got {other:?}"),
+        }
     }
-    // And it subscribes again.
+    // And it subscribes again after the last one.
     tokio::time::timeout(Duration::from_secs(10), streams.recv())
         .await
         .expect("resubscribed")
         .expect("stream");
+}
+
+#[tokio::test]
+async fn wrong_credentials_stop_the_driver_with_an_authentication_error() {
+    let state: Shared = Arc::default();
+    let (streams_tx, _streams) = mpsc::unbounded_channel();
+    let router = Router::new().route(
+        "/api/v1/scheduler",
+        post(move |headers: HeaderMap, body: Bytes| {
+            leader(state.clone(), streams_tx.clone(), headers, body)
+        }),
+    );
+    let port = serve(router).await;
+    let mut config = SchedulerConfig::new(
+        FrameworkInfo {
+            user: "nobody".into(),
+            name: "bad-auth".into(),
+            ..Default::default()
+        },
+        vec![MasterEndpoint::http("127.0.0.1", port)],
+    );
+    config.credentials = Some(Credentials {
+        principal: "flow".into(),
+        secret: "wrong".into(),
+    });
+    let (_handle, mut events, task) = spawn(config, MasterSource::Static).expect("spawns");
+    let event = next_event(&mut events).await;
+    assert!(
+        matches!(
+            event,
+            SchedulerEvent::Fatal(FatalError::Unauthorized { .. })
+        ),
+        "{event:?}"
+    );
+    assert!(
+        event
+            .to_string_lossy()
+            .contains("check the principal and secret")
+    );
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("driver ends")
+        .expect("no panic");
+}
+
+trait Describe {
+    fn to_string_lossy(&self) -> String;
+}
+
+impl Describe for SchedulerEvent {
+    fn to_string_lossy(&self) -> String {
+        match self {
+            SchedulerEvent::Fatal(e) => e.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
 }
