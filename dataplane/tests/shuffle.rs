@@ -841,3 +841,41 @@ fn silently_dead_peer_is_detected_by_idle_timeout_on_both_ends() {
     a.close();
     b.close();
 }
+
+#[derive(rkyv::Archive, rkyv::Serialize, Debug, Clone, PartialEq)]
+struct OtherRecord {
+    name: String,
+}
+
+#[test]
+fn a_receiver_of_another_record_type_refuses_the_channel() {
+    let rt = runtime();
+    let ca = ClusterCa::generate("types").unwrap();
+    let a = endpoint(&rt, &ca.issue("exec-a").unwrap(), ShuffleConfig::default());
+    let b = endpoint(&rt, &ca.issue("exec-b").unwrap(), ShuffleConfig::default());
+    let mut receiver = b.receiver::<OtherRecord>(channel(10, 0, 0)).unwrap();
+    let sender = rt
+        .block_on(a.open_sender::<KeyedRecord>(
+            "exec-b",
+            b.local_addr().unwrap(),
+            channel(10, 0, 0),
+        ))
+        .unwrap();
+    let producer = std::thread::spawn(move || {
+        let mut sender = sender;
+        sender.send_batch(&[KeyedRecord { key: 1, value: 1 }])?;
+        sender.finish()
+    });
+    let err = receiver.recv().unwrap_err();
+    assert!(
+        matches!(err, ShuffleError::RecordTypeMismatch { .. }),
+        "{err}"
+    );
+    let producer_err = producer.join().unwrap().unwrap_err();
+    assert!(
+        matches!(producer_err, ShuffleError::ConsumerStopped { code: 7 }),
+        "{producer_err}"
+    );
+    a.close();
+    b.close();
+}

@@ -324,20 +324,13 @@ impl Inner {
     ) {
         let replace = match &slot.current {
             None => true,
-            Some((current, _)) if current.close_reason().is_some() => true,
-            Some((_, current_dialed_by_me)) => {
-                let initiator = |by_me: bool| {
-                    if by_me {
-                        self.executor_id.as_str()
-                    } else {
-                        peer_id
-                    }
-                };
-                let (current, new) = (initiator(*current_dialed_by_me), initiator(dialed_by_me));
-                // The same side dialing again means it lost the old connection; otherwise the
-                // connection dialed by the smaller id wins on both sides.
-                current == new || new < current
-            }
+            Some((current, current_dialed_by_me)) => prefer_new_connection(
+                &self.executor_id,
+                peer_id,
+                current.close_reason().is_some(),
+                *current_dialed_by_me,
+                dialed_by_me,
+            ),
         };
         if replace {
             slot.current = Some((connection, dialed_by_me));
@@ -382,6 +375,25 @@ impl Inner {
             }
         }
     }
+}
+
+/// Should a new connection to `peer` replace the current one for new channels? Both executors
+/// evaluate this with their roles swapped and reach the same answer, so they converge on the
+/// connection dialed by the smaller executor id.
+fn prefer_new_connection(
+    me: &str,
+    peer: &str,
+    current_closed: bool,
+    current_dialed_by_me: bool,
+    new_dialed_by_me: bool,
+) -> bool {
+    if current_closed {
+        return true;
+    }
+    let initiator = |by_me: bool| if by_me { me } else { peer };
+    let (current, new) = (initiator(current_dialed_by_me), initiator(new_dialed_by_me));
+    // The same side dialing again means it lost the old connection.
+    current == new || new < current
 }
 
 /// The executor id in a connection's verified peer certificate.
@@ -483,4 +495,38 @@ async fn read_channel_header(recv: &mut quinn::RecvStream) -> Result<ChannelHead
         return Err(format!("first frame is {:?}, not Open", frame.header.kind));
     }
     ChannelHeader::decode(&frame.payload).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefer_new_connection;
+
+    #[test]
+    fn simultaneous_dials_converge_on_the_smaller_ids_connection() {
+        // "a" and "b" both dialed; each first installed its own connection.
+        // On a: current = dialed by a; the incoming one was dialed by b: keep a's.
+        assert!(!prefer_new_connection("a", "b", false, true, false));
+        // On b: current = dialed by b; the incoming one was dialed by a: switch to it.
+        assert!(prefer_new_connection("b", "a", false, true, false));
+        // The incoming connection was installed first on a: a's own dial replaces it.
+        assert!(prefer_new_connection("a", "b", false, false, true));
+        // ... and on b, its own later dial does not replace a's.
+        assert!(!prefer_new_connection("b", "a", false, false, true));
+    }
+
+    #[test]
+    fn redials_and_dead_connections_are_replaced() {
+        assert!(
+            prefer_new_connection("b", "a", false, false, false),
+            "a re-dialed b"
+        );
+        assert!(
+            prefer_new_connection("a", "b", false, true, true),
+            "a re-dialed b"
+        );
+        assert!(
+            prefer_new_connection("b", "a", true, false, true),
+            "current one is closed"
+        );
+    }
 }
