@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub status_update_retry_max: Duration,
     /// `--executor_environment_variables`.
     pub executor_environment_variables: BTreeMap<String, String>,
+    /// Interval of HEARTBEAT events on executor streams (a 30 min agent constant since 1.8;
+    /// they only keep intermediaries from closing idle connections).
+    pub executor_heartbeat_interval: Duration,
 }
 
 impl AgentConfig {
@@ -86,6 +89,7 @@ impl AgentConfig {
             status_update_retry_min: Duration::from_secs(10),
             status_update_retry_max: Duration::from_secs(600),
             executor_environment_variables: BTreeMap::new(),
+            executor_heartbeat_interval: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -175,6 +179,8 @@ struct Executor {
     connection: Option<u64>,
     /// Whether it ever subscribed (the registration timeout only applies before that).
     subscribed_once: bool,
+    /// When the next HEARTBEAT event is due on the current connection.
+    next_heartbeat: Option<Instant>,
     started_at: Instant,
     /// Launches to deliver once the executor subscribes: (task ids, group?).
     queued: VecDeque<(Vec<String>, bool)>,
@@ -455,6 +461,7 @@ impl Agent {
                     pid: None,
                     connection: None,
                     subscribed_once: false,
+                    next_heartbeat: None,
                     started_at: now,
                     queued: VecDeque::new(),
                     tasks: BTreeMap::new(),
@@ -853,6 +860,7 @@ impl Agent {
             return Ok(());
         }
         e.subscribed_once = true;
+        e.next_heartbeat = Some(now + self.config.executor_heartbeat_interval);
         if let Some(old) = e.connection.replace(connection) {
             self.outputs
                 .push_back(AgentOutput::CloseConnection { connection: old });
@@ -1025,7 +1033,10 @@ impl Agent {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let mut next = self.updates.poll_timeout();
         for e in self.executors.values() {
-            let mut candidates = vec![e.destroy_at];
+            let mut candidates = vec![
+                e.destroy_at,
+                e.next_heartbeat.filter(|_| e.connection.is_some()),
+            ];
             if !e.subscribed_once && e.phase == Phase::Running {
                 candidates.push(Some(
                     e.started_at + self.config.executor_registration_timeout,
@@ -1044,7 +1055,17 @@ impl Agent {
             self.forward(&framework_id, status);
         }
         let registration_timeout = self.config.executor_registration_timeout;
+        let heartbeat_interval = self.config.executor_heartbeat_interval;
         for (key, e) in self.executors.iter_mut() {
+            if let (Some(connection), Some(at)) = (e.connection, e.next_heartbeat)
+                && now >= at
+            {
+                e.next_heartbeat = Some(now + heartbeat_interval);
+                self.outputs.push_back(AgentOutput::ExecutorEvent {
+                    connection,
+                    event: exec_event(EventType::Heartbeat),
+                });
+            }
             if e.phase == Phase::Running
                 && !e.subscribed_once
                 && now >= e.started_at + registration_timeout
@@ -1066,3 +1087,6 @@ impl Agent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

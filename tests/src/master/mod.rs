@@ -2050,3 +2050,6 @@ fn failover_timeout(info: &v1::FrameworkInfo) -> Duration {
 }
 
 use crate::wire::validate_id;
+
+#[cfg(test)]
+mod tests;
