@@ -80,6 +80,11 @@ pub trait AggregateFunction<T>: Clone + Send + Sync + 'static {
     fn merge(&self, acc: &mut Self::Acc, other: &Self::Acc);
     /// The result of an accumulator.
     fn result(&self, acc: &Self::Acc) -> Self::Out;
+    /// True when [`AggregateFunction::retract`] undoes a merge (count, sum): sliding windows
+    /// then keep one running accumulator per key instead of re-merging every slice per window.
+    const RETRACTABLE: bool = false;
+    /// Removes `other`, previously merged, from `acc` (only called when `RETRACTABLE`).
+    fn retract(&self, _acc: &mut Self::Acc, _other: &Self::Acc) {}
 }
 
 /// Counts records.
@@ -104,6 +109,11 @@ impl<T> AggregateFunction<T> for Count {
     #[inline]
     fn result(&self, acc: &u64) -> u64 {
         *acc
+    }
+    const RETRACTABLE: bool = true;
+    #[inline]
+    fn retract(&self, acc: &mut u64, other: &u64) {
+        *acc -= other;
     }
 }
 

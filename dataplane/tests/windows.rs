@@ -252,3 +252,71 @@ fn late_session_records_refire_within_lateness_else_go_to_side_output() {
     assert_eq!(late.0.lock().records.len(), 1);
     assert!(op.sessions_of(&1).is_empty());
 }
+
+/// Count without retraction: forces the merge-every-slice path.
+#[derive(Clone, Copy)]
+struct PlainCount;
+
+impl mesoflow_dataplane::keyed::AggregateFunction<(u32, i64)> for PlainCount {
+    type Acc = u64;
+    type Out = u64;
+    fn create(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, _v: &(u32, i64)) {
+        *acc += 1;
+    }
+    fn merge(&self, acc: &mut u64, o: &u64) {
+        *acc += o;
+    }
+    fn result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, failure_persistence: None, ..Default::default() })]
+
+    /// Out-of-order input with interleaved watermarks: the running-accumulator path (Count
+    /// retracts) and the merge-every-slice path give identical results, late records included.
+    #[test]
+    fn incremental_sliding_equals_merging_every_slice(
+        records in proptest::collection::vec((0u32..5, 0i64..400), 1..300),
+        size_slices in 1i64..8,
+        slide in 1i64..30,
+        delay in 0i64..40,
+        every in 1usize..20,
+    ) {
+        let size = slide * size_slices + (slide / 3);
+        let (mut fast, fast_out, fast_late) = slicing(size, slide, 0, TimeDomain::EventTime);
+        let (slow_out, slow_late) = (Sink::default(), Late::default());
+        let mut slow = SliceWindowOp::new(
+            key as fn(&(u32, i64)) -> u32,
+            PlainCount,
+            Arc::new(window_fn as fn(&u32, TimeWindow, u64) -> Out),
+            SliceConfig { size, slide, domain: TimeDomain::EventTime, lateness: 0 },
+            &TaskContext::for_test(),
+            Box::new(slow_out.clone()),
+            Box::new(slow_late.clone()),
+        );
+        let mut max_ts = i64::MIN;
+        for (i, chunk) in records.chunks(every).enumerate() {
+            fast.batch(recs(chunk)).unwrap();
+            slow.batch(recs(chunk)).unwrap();
+            max_ts = max_ts.max(chunk.iter().map(|r| r.1).max().unwrap());
+            if i % 2 == 0 {
+                let wm = Control::Watermark(max_ts - delay - 1);
+                fast.control(wm).unwrap();
+                slow.control(wm).unwrap();
+            }
+        }
+        fast.control(Control::Watermark(i64::MAX)).unwrap();
+        slow.control(Control::Watermark(i64::MAX)).unwrap();
+        let (mut a, mut b) = (take(&fast_out), take(&slow_out));
+        a.sort();
+        b.sort();
+        proptest::prop_assert_eq!(a, b);
+        proptest::prop_assert_eq!(&fast_late.0.lock().records, &slow_late.0.lock().records);
+        proptest::prop_assert_eq!(fast.accumulator_count(), 0);
+    }
+}

@@ -6,7 +6,7 @@
 //! window are merged and the result is emitted; a slice is dropped once the last window that
 //! contains it is past its allowed lateness.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -86,14 +86,26 @@ impl Geometry {
 #[derive(Debug, Clone)]
 pub struct KeySlices<Acc> {
     newest: Option<(i64, Acc)>,
-    older: Vec<(i64, Acc)>,
+    older: VecDeque<(i64, Acc)>,
+    running: Option<Running<Acc>>,
+}
+
+/// The merge of the slices in `(window end - size, added_upto]`, kept when the aggregation can
+/// retract: firing the next window then adds the slices that enter and retracts those that
+/// leave, instead of merging every slice of the window again.
+#[derive(Debug, Clone)]
+struct Running<Acc> {
+    acc: Acc,
+    slices: u32,
+    added_upto: i64,
 }
 
 impl<Acc> KeySlices<Acc> {
     fn new() -> Self {
         Self {
             newest: None,
-            older: Vec::new(),
+            older: VecDeque::new(),
+            running: None,
         }
     }
 
@@ -133,7 +145,7 @@ impl<Acc> KeySlices<Acc> {
             }
             _ => {
                 if let Some(prev) = self.newest.take() {
-                    self.older.push(prev);
+                    self.older.push_back(prev);
                 }
                 (&mut self.newest.insert((s, create())).1, true)
             }
@@ -147,8 +159,18 @@ impl<Acc> KeySlices<Acc> {
         if let Some((s, _)) = &self.newest
             && !keep(*s)
         {
-            self.newest = self.older.pop();
+            self.newest = self.older.pop_back();
         }
+    }
+
+    /// The oldest slice end.
+    fn first_end(&self) -> Option<i64> {
+        self.older.front().or(self.newest.as_ref()).map(|(s, _)| *s)
+    }
+
+    /// Removes the oldest slice.
+    fn pop_first(&mut self) -> Option<(i64, Acc)> {
+        self.older.pop_front().or_else(|| self.newest.take())
     }
 }
 
@@ -160,6 +182,9 @@ pub struct SliceWindowOp<T, K, KF, A: AggregateFunction<T>, O, WF> {
     geo: Geometry,
     domain: TimeDomain,
     lateness: i64,
+    /// Sliding windows over a retractable aggregation without lateness keep running
+    /// accumulators (see [`Running`]).
+    incremental: bool,
     store: KeyedStore<K, KeySlices<A::Acc>>,
     /// Slice ends that hold data for some key (to find the next window to fire).
     live_slices: BTreeSet<i64>,
@@ -201,6 +226,7 @@ where
             geo: Geometry::new(config.size.max(1), config.slide.max(1)),
             domain: config.domain,
             lateness: config.lateness.max(0),
+            incremental: A::RETRACTABLE && config.lateness <= 0 && config.size != config.slide,
             store: KeyedStore::new(ctx.key_groups, ctx.max_parallelism),
             live_slices: BTreeSet::new(),
             last_registered: i64::MIN,
@@ -347,6 +373,22 @@ where
         let mut results = std::mem::take(&mut self.pending);
         let agg = &self.agg;
         let wf = &*self.window_fn;
+        if self.incremental {
+            self.store.retain(|k, ks| {
+                if let Some(acc) = Self::fire_incremental(agg, &geo, ks, end) {
+                    results.push(Rec::new(
+                        window.max_timestamp(),
+                        wf(k, window, agg.result(&acc)),
+                    ));
+                }
+                !ks.is_empty()
+            });
+            self.pending = results;
+            if self.pending.len() >= self.batch_size {
+                self.flush_pending()?;
+            }
+            return Ok(());
+        }
         self.store.retain(|k, ks| {
             if let Some(acc) = Self::window_result(agg, &geo, ks, end) {
                 results.push(Rec::new(
@@ -365,6 +407,53 @@ where
             self.flush_pending()?;
         }
         Ok(())
+    }
+
+    /// Result of the window ending at `end` from the key's running accumulator: retract the
+    /// slices that left, add those that entered, and after emitting drop the slices no later
+    /// window contains (there is no lateness on this path).
+    fn fire_incremental(
+        agg: &A,
+        geo: &Geometry,
+        ks: &mut KeySlices<A::Acc>,
+        end: i64,
+    ) -> Option<A::Acc> {
+        let mut run = ks.running.take().unwrap_or_else(|| Running {
+            acc: agg.create(),
+            slices: 0,
+            added_upto: i64::MIN,
+        });
+        let retract_upto = |ks: &mut KeySlices<A::Acc>, run: &mut Running<A::Acc>, upto: i64| {
+            while let Some(s) = ks.first_end() {
+                if s > upto {
+                    break;
+                }
+                if let Some((s, a)) = ks.pop_first()
+                    && s <= run.added_upto
+                {
+                    agg.retract(&mut run.acc, &a);
+                    run.slices -= 1;
+                }
+            }
+        };
+        retract_upto(ks, &mut run, end - geo.size);
+        // Slices that entered: the newest ones, up to `end`.
+        for (s, a) in ks.newest.iter().chain(ks.older.iter().rev()) {
+            if *s <= run.added_upto {
+                break;
+            }
+            if *s <= end {
+                agg.merge(&mut run.acc, a);
+                run.slices += 1;
+            }
+        }
+        run.added_upto = run.added_upto.max(end);
+        let result = (run.slices > 0).then(|| run.acc.clone());
+        retract_upto(ks, &mut run, end + geo.slide - geo.size);
+        if !ks.is_empty() {
+            ks.running = Some(run);
+        }
+        result
     }
 
     fn on_record(&mut self, rec: Rec<T>) -> Result<()> {
@@ -399,6 +488,13 @@ where
         };
         let (acc, new_slice) = ks.slot(s, || agg.create());
         agg.add(acc, &rec.value);
+        if let Some(run) = &mut ks.running
+            && s <= run.added_upto
+        {
+            // Out of order into a slice the running accumulator already holds.
+            agg.add(&mut run.acc, &rec.value);
+            run.slices += u32::from(new_slice);
+        }
         if new_slice && s != self.last_registered {
             self.live_slices.insert(s);
             self.last_registered = s;
@@ -408,7 +504,11 @@ where
             && let Some(fired) = self.last_fired
             && geo.first_end(s) <= fired
         {
+            // Windows whose lateness already passed stay as they were (as in Flink).
             let mut end = geo.first_end(s);
+            while end.saturating_sub(1).saturating_add(self.lateness) <= now {
+                end += geo.slide;
+            }
             let upto = fired.min(last_end);
             while end <= upto {
                 if let Some(ks) = self.store.get(&k)
