@@ -431,34 +431,19 @@ async fn wrong_credentials_stop_the_driver_with_an_authentication_error() {
         secret: "wrong".into(),
     });
     let (_handle, mut events, task) = spawn(config, MasterSource::Static).expect("spawns");
-    let event = next_event(&mut events).await;
+    let SchedulerEvent::Fatal(error) = next_event(&mut events).await else {
+        panic!("expected a fatal error")
+    };
     assert!(
-        matches!(
-            event,
-            SchedulerEvent::Fatal(FatalError::Unauthorized { .. })
-        ),
-        "{event:?}"
+        matches!(error, FatalError::Unauthorized { .. }),
+        "{error:?}"
     );
     assert!(
-        event
-            .to_string_lossy()
-            .contains("check the principal and secret")
+        error.to_string().contains("check the principal and secret"),
+        "{error}"
     );
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
         .expect("driver ends")
         .expect("no panic");
-}
-
-trait Describe {
-    fn to_string_lossy(&self) -> String;
-}
-
-impl Describe for SchedulerEvent {
-    fn to_string_lossy(&self) -> String {
-        match self {
-            SchedulerEvent::Fatal(e) => e.to_string(),
-            other => format!("{other:?}"),
-        }
-    }
 }
