@@ -28,6 +28,9 @@ pub struct Barrier {
 pub enum ChannelEvent {
     /// No record with an event time at or below this (milliseconds) follows on this channel.
     Watermark(i64),
+    /// The producer has no data for a while: consumers leave this channel out of their
+    /// watermark minimum until a record or watermark arrives on it again.
+    Idle,
     /// A checkpoint barrier.
     Barrier(Barrier),
     /// The producer subtask finished: the channel ends cleanly after this.
@@ -42,7 +45,7 @@ impl ChannelEvent {
         match self {
             Self::Barrier(barrier) => barrier.priority,
             Self::Cancel => true,
-            Self::Watermark(_) | Self::EndOfPartition => false,
+            Self::Watermark(_) | Self::Idle | Self::EndOfPartition => false,
         }
     }
 
@@ -62,6 +65,7 @@ impl ChannelEvent {
                 payload[8..].copy_from_slice(&barrier.timestamp_ms.to_le_bytes());
                 encode_frame(FrameKind::Barrier, flags, &payload)
             }
+            Self::Idle => encode_frame(FrameKind::Idle, flags, &[]),
             Self::EndOfPartition => encode_frame(FrameKind::EndOfPartition, flags, &[]),
             Self::Cancel => encode_frame(FrameKind::Cancel, flags, &[]),
         }
@@ -96,6 +100,10 @@ impl ChannelEvent {
                     timestamp_ms: le_u64(8) as i64,
                     priority,
                 })
+            }
+            FrameKind::Idle => {
+                expect(0)?;
+                Self::Idle
             }
             FrameKind::EndOfPartition => {
                 expect(0)?;
@@ -155,6 +163,7 @@ mod tests {
                 timestamp_ms: 0,
                 priority: true,
             }),
+            ChannelEvent::Idle,
             ChannelEvent::EndOfPartition,
             ChannelEvent::Cancel,
         ] {

@@ -54,6 +54,8 @@ pub enum FrameKind {
     EndOfPartition = 5,
     /// The producer was cancelled; no frame follows.
     Cancel = 6,
+    /// The producer is idle: leave it out of the watermark minimum until it sends again.
+    Idle = 7,
 }
 
 impl FrameKind {
@@ -65,6 +67,7 @@ impl FrameKind {
             4 => Self::Barrier,
             5 => Self::EndOfPartition,
             6 => Self::Cancel,
+            7 => Self::Idle,
             _ => return None,
         })
     }

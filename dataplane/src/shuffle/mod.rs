@@ -20,6 +20,13 @@
 //!
 //! The sending side has the same shape as an in-process channel (`send_batch(&[T])`, in-band
 //! events, `finish`), so the runtime can pick local or remote per channel; see [`BatchSink`].
+//! The engine's control elements map one to one: `Watermark` to [`ChannelEvent::Watermark`],
+//! `Idle` to [`ChannelEvent::Idle`], `Barrier(id)` to [`ChannelEvent::Barrier`] (which also
+//! carries the trigger timestamp and the unaligned/priority flag), `EndOfInput` to
+//! [`ChannelEvent::EndOfPartition`]; `Flush` is [`RemoteSender::flush`]. Records cross as rkyv
+//! archives, so a remote channel's record type (e.g. a timestamped record) derives
+//! `rkyv::Archive` and `rkyv::Serialize`; the consumer reads `&Archived<T>` in place and
+//! deserializes only where an operator must own a value.
 
 pub mod batch;
 pub mod channel;
