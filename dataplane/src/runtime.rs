@@ -280,6 +280,31 @@ pub fn build_subtask(
     Ok(SubtaskRunner { name, run })
 }
 
+impl Job {
+    /// Adopts a graph shipped by the scheduler: checks that it describes this very program
+    /// (same operator ids, kinds and edges, in the same order) and takes its parallelism and max
+    /// parallelism, which the scheduler may have changed (rescaling).
+    pub fn adopt_graph(mut self, shipped: JobGraph) -> Result<Self> {
+        shipped.validate()?;
+        let same_shape = shipped.nodes.len() == self.graph.nodes.len()
+            && shipped.edges == self.graph.edges
+            && shipped
+                .nodes
+                .iter()
+                .zip(&self.graph.nodes)
+                .all(|(a, b)| a.id == b.id && a.kind == b.kind && a.keyed == b.keyed);
+        if !same_shape {
+            return Err(EngineError::InvalidGraph(format!(
+                "the shipped graph of job '{}' does not match the program this binary builds \
+                 (different operators or edges): was it built by another version?",
+                shipped.name
+            )));
+        }
+        self.graph = shipped;
+        Ok(self)
+    }
+}
+
 /// Runs a job in this process and returns immediately with a handle.
 pub fn start_local(job: Job, config: RuntimeConfig) -> Result<JobHandle> {
     let plan = plan(&job.graph)?;
@@ -368,9 +393,15 @@ pub fn start_local(job: Job, config: RuntimeConfig) -> Result<JobHandle> {
                     tracing::error!(task = %task, error = %e, "subtask failed; cancelling the job");
                     let mut f = first.lock();
                     if f.is_none() {
-                        *f = Some(EngineError::TaskFailed {
-                            task,
-                            message: e.to_string(),
+                        *f = Some(match e {
+                            EngineError::TaskFailed { task, message } => EngineError::TaskFailed {
+                                task: task.clone(),
+                                message: message.clone(),
+                            },
+                            other => EngineError::TaskFailed {
+                                task,
+                                message: other.to_string(),
+                            },
                         });
                     }
                     drop(f);

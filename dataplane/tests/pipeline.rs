@@ -246,3 +246,46 @@ fn an_unbounded_job_stops_cleanly_when_cancelled() {
     assert!(result.cancelled);
     assert!(result.records_in > 0);
 }
+
+#[test]
+fn a_shipped_graph_rebuilds_the_same_program_with_its_parallelism() {
+    use mesoflow_dataplane::jobs::{self, Params};
+    let params = Params::parse(&["events=5000", "seed=4", "keys=30", "window_ms=50"]).unwrap();
+    let build = |lines: &Arc<Mutex<Vec<String>>>, parallelism| {
+        jobs::build(
+            "windowed-count",
+            &params,
+            EnvConfig {
+                parallelism,
+                sink: SinkSpec::Collect(lines.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    // The scheduler's copy, rescaled to 3 and shipped as JSON.
+    let scheduler_lines = Arc::new(Mutex::new(Vec::new()));
+    let mut graph = build(&scheduler_lines, 1).graph;
+    for n in &mut graph.nodes {
+        n.parallelism = 3;
+    }
+    let shipped = mesoflow_dataplane::JobGraph::from_json(&graph.to_json()).unwrap();
+    // The executor rebuilds the program from name and parameters and adopts the graph.
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let job = build(&lines, 1).adopt_graph(shipped).unwrap();
+    assert!(job.graph.nodes.iter().all(|n| n.parallelism == 3));
+    run_local(job, small_batches()).unwrap();
+    let reference = Arc::new(Mutex::new(Vec::new()));
+    run_local(build(&reference, 1), small_batches()).unwrap();
+    assert_eq!(sorted(&lines), sorted(&reference));
+    // A graph of another program is refused.
+    let other = jobs::build("nexmark-q0", &Params::default(), EnvConfig::default())
+        .unwrap()
+        .graph;
+    let err = build(&lines, 1)
+        .adopt_graph(other)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("does not match"), "{err}");
+}
