@@ -144,6 +144,8 @@ struct Core {
     next_connection: u64,
     filter: Option<EventFilter>,
     processes: HashMap<(String, ExecutorKey), u32>,
+    /// Container launches produced while pumping, started after the lock is released.
+    pending_launches: Vec<(String, LaunchRequest)>,
     master_servers: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -244,6 +246,7 @@ impl Cluster {
                 next_connection: 0,
                 filter: None,
                 processes: HashMap::new(),
+                pending_launches: Vec::new(),
                 master_servers: Vec::new(),
             }),
             fetcher,
@@ -652,26 +655,17 @@ fn pump_collect(core: &mut Core, now: Instant) -> Vec<(String, LaunchRequest)> {
     }
 }
 
+/// Pumps and queues the container launches in the core; [`start_pending_launches`] starts
+/// them once the lock is released.
 fn pump(core: &mut Core, now: Instant) {
     let launches = pump_collect(core, now);
-    if launches.is_empty() {
-        return;
-    }
-    // Launches need the shared handle; they are queued through the ticker's path instead.
-    for (agent, request) in launches {
-        PENDING_LAUNCHES.with(|p| p.borrow_mut().push((agent, request)));
-    }
+    core.pending_launches.extend(launches);
 }
 
-thread_local! {
-    /// Launches produced while pumping inside a request handler; the handler starts them after
-    /// releasing the lock.
-    static PENDING_LAUNCHES: std::cell::RefCell<Vec<(String, LaunchRequest)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-fn take_pending_launches() -> Vec<(String, LaunchRequest)> {
-    PENDING_LAUNCHES.with(|p| std::mem::take(&mut *p.borrow_mut()))
+/// Starts the launches queued by [`pump`] (call without holding the lock).
+fn start_pending_launches(shared: &Arc<Shared>) {
+    let launches = std::mem::take(&mut shared.lock().pending_launches);
+    run_launches(shared, launches);
 }
 
 fn apply_command(agent: &mut Agent, now: Instant, command: AgentCommand) {
@@ -780,7 +774,7 @@ fn run_launches(shared: &Arc<Shared>, launches: Vec<(String, LaunchRequest)>) {
                 pump(&mut core, now);
                 process
             };
-            run_launches(&shared, take_pending_launches());
+            start_pending_launches(&shared);
             let Some(process) = process else {
                 return;
             };
@@ -794,7 +788,7 @@ fn run_launches(shared: &Arc<Shared>, launches: Vec<(String, LaunchRequest)>) {
                 }
                 pump(&mut core, now);
             }
-            run_launches(&shared, take_pending_launches());
+            start_pending_launches(&shared);
         });
     }
 }
@@ -857,7 +851,7 @@ async fn scheduler_handler(
     body: Bytes,
 ) -> Response {
     let response = scheduler_request(&shared, index, &method, &headers, &body);
-    run_launches(&shared, take_pending_launches());
+    start_pending_launches(&shared);
     response
 }
 
@@ -951,6 +945,8 @@ fn scheduler_request(
                     m.stream_closed(now, &watched);
                 }
                 pump(&mut core, now);
+                drop(core);
+                start_pending_launches(&shared);
             }
         });
         return stream_response(Format::Protobuf, Some(("mesos-stream-id", stream_id)), rx);
@@ -979,7 +975,7 @@ async fn executor_handler(
     body: Bytes,
 ) -> Response {
     let response = executor_request(&shared, &agent_id, &method, &headers, &body);
-    run_launches(&shared, take_pending_launches());
+    start_pending_launches(&shared);
     response
 }
 

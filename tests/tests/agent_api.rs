@@ -668,6 +668,18 @@ async fn agent_removal_gives_failure_and_partition_aware_states() {
     let s = pa.update(SEC).await;
     assert_eq!(state_of(&s), TaskState::TaskUnreachable);
     assert_eq!(reason_of(&s), Some(Reason::Reconciliation));
+    // KILL of a task the master cannot reach is answered with its state.
+    pa.call_ok(sched::Call {
+        r#type: Some(sched::call::Type::Kill as i32),
+        kill: Some(sched::call::Kill {
+            task_id: v1::TaskId { value: "t0".into() },
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await;
+    let s = pa.update(SEC).await;
+    assert_eq!(state_of(&s), TaskState::TaskUnreachable);
     // Only the remaining agent is offered.
     let offers = pa.offers(3 * SEC).await;
     assert!(offers.iter().all(|o| o.agent_id.value == agents[1]));
@@ -702,4 +714,241 @@ async fn agent_removal_gives_failure_and_partition_aware_states() {
         ("p1", TaskState::TaskLost)
     );
     assert_eq!(reason_of(&s), Some(Reason::AgentRemovedByOperator));
+}
+
+/// Launches `sleep` as executor `e` with task `t1` and subscribes to the agent as that executor.
+async fn subscribed_raw_executor(
+    cluster: &Cluster,
+    fw: &mut RawScheduler,
+) -> (RawExecutor, EventReader, v1::Offer) {
+    let offer = fw.offers(3 * SEC).await.remove(0);
+    fw.launch(
+        &offer,
+        vec![task(
+            "t1",
+            &offer,
+            shell_executor("e", "sleep 30"),
+            0.1,
+            32.0,
+        )],
+    )
+    .await;
+    let spare = fw.offers(3 * SEC).await.remove(0);
+    assert!(
+        eventually(3 * SEC, || cluster
+            .executors()
+            .iter()
+            .any(|e| e.3.is_some()))
+        .await
+    );
+    let agent = cluster.agent_ids()[0].clone();
+    let ex = RawExecutor {
+        client: http_client(),
+        url: format!(
+            "http://{}/api/v1/executor",
+            cluster.agent_endpoint(&agent).unwrap()
+        ),
+        framework_id: fw.framework_id.clone(),
+        executor_id: "e".into(),
+    };
+    let mut subscribe = ex.call(exec::call::Type::Subscribe);
+    subscribe.subscribe = Some(Default::default());
+    let mut stream = EventReader::new(ex.post(&subscribe).await);
+    assert!(
+        stream
+            .next_executor_event(SEC)
+            .await
+            .unwrap()
+            .subscribed
+            .is_some()
+    );
+    assert!(
+        stream
+            .next_executor_event(SEC)
+            .await
+            .unwrap()
+            .launch
+            .is_some()
+    );
+    (ex, stream, spare)
+}
+
+#[tokio::test]
+async fn a_dropped_update_is_redelivered_until_acknowledged() {
+    let cluster = Cluster::start(fast_config(1)).await.unwrap();
+    let mut fw = RawScheduler::subscribe(&cluster.master_url(), framework_info("drop")).await;
+    let (ex, _stream, _) = subscribed_raw_executor(&cluster, &mut fw).await;
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = dropped.clone();
+    cluster.set_event_filter(move |_, event| {
+        if event.update.is_some() && counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0
+        {
+            mesoflow_tests::cluster::Delivery::Drop
+        } else {
+            mesoflow_tests::cluster::Delivery::Deliver
+        }
+    });
+    let uuid = fresh_uuid();
+    assert_eq!(
+        ex.post(&ex.update("t1", TaskState::TaskRunning, uuid.clone()))
+            .await
+            .status(),
+        202
+    );
+    let s = fw.update(2 * SEC).await;
+    assert_eq!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "first delivery was dropped"
+    );
+    assert_eq!(
+        (state_of(&s), s.uuid.as_ref()),
+        (TaskState::TaskRunning, Some(&uuid))
+    );
+    fw.acknowledge(&s).await;
+    assert!(
+        fw.events
+            .wait_for(sched::event::Type::Update, Duration::from_millis(800))
+            .await
+            .is_none(),
+        "no more retries once acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn delayed_events_arrive_late() {
+    let cluster = Cluster::start(fast_config(1)).await.unwrap();
+    cluster.set_event_filter(|_, event| {
+        if event.offers.is_some() {
+            mesoflow_tests::cluster::Delivery::Delay(Duration::from_millis(800))
+        } else {
+            mesoflow_tests::cluster::Delivery::Deliver
+        }
+    });
+    let mut fw = RawScheduler::subscribe(&cluster.master_url(), framework_info("delay")).await;
+    assert!(
+        fw.events
+            .wait_for(sched::event::Type::Offers, Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+    assert_eq!(fw.offers(2 * SEC).await.len(), 1);
+    cluster.clear_event_filter();
+}
+
+#[tokio::test]
+async fn launch_group_reaches_the_executor_as_one_event_and_is_validated_as_a_whole() {
+    let cluster = Cluster::start(fast_config(1)).await.unwrap();
+    let mut fw = RawScheduler::subscribe(&cluster.master_url(), framework_info("group")).await;
+    let (_ex, mut stream, offer) = subscribed_raw_executor(&cluster, &mut fw).await;
+    let mut executor = shell_executor("e", "sleep 30");
+    executor.r#type = Some(v1::executor_info::Type::Custom as i32);
+    executor.framework_id = Some(fw.framework_id());
+    let group_task = |id: &str| v1::TaskInfo {
+        executor: None,
+        ..task(id, &offer, executor.clone(), 0.1, 32.0)
+    };
+    let launch_group = |executor: v1::ExecutorInfo, tasks: Vec<v1::TaskInfo>| sched::Call {
+        r#type: Some(sched::call::Type::Accept as i32),
+        accept: Some(sched::call::Accept {
+            offer_ids: vec![offer.id.clone()],
+            operations: vec![v1::offer::Operation {
+                r#type: Some(v1::offer::operation::Type::LaunchGroup as i32),
+                launch_group: Some(v1::offer::operation::LaunchGroup {
+                    executor,
+                    task_group: v1::TaskGroupInfo { tasks },
+                }),
+                ..Default::default()
+            }],
+            filters: Some(v1::Filters {
+                refuse_seconds: Some(0.0),
+            }),
+        }),
+        ..Default::default()
+    };
+    // "e" is running with a different ExecutorInfo (no type, no framework id): incompatible.
+    fw.call_ok(launch_group(
+        executor.clone(),
+        vec![group_task("g1"), group_task("g2")],
+    ))
+    .await;
+    for id in ["g1", "g2"] {
+        let s = fw.update(SEC).await;
+        assert_eq!(
+            (s.task_id.value.as_str(), state_of(&s)),
+            (id, TaskState::TaskError)
+        );
+        assert_eq!(reason_of(&s), Some(Reason::TaskGroupInvalid));
+        assert!(s.message.unwrap().contains("not compatible"));
+    }
+    // A new executor for the group must carry disk: refused without it.
+    let offer_b = fw.offers(3 * SEC).await.remove(0);
+    let mut group_exec = executor.clone();
+    group_exec.executor_id.value = "group-exec".into();
+    let mut call = launch_group(group_exec.clone(), vec![group_task("g3")]);
+    call.accept.as_mut().unwrap().offer_ids = vec![offer_b.id.clone()];
+    fw.call_ok(call).await;
+    let s = fw.update(SEC).await;
+    assert_eq!(reason_of(&s), Some(Reason::TaskGroupInvalid));
+    assert!(s.message.as_deref().unwrap_or("").contains("disk"), "{s:?}");
+
+    // Both tasks of a valid group arrive at their new executor as ONE LAUNCH_GROUP event.
+    let offer_c = fw.offers(3 * SEC).await.remove(0);
+    let mut fresh = executor.clone();
+    fresh.executor_id.value = "ge".into();
+    fresh.resources.push(scalar("disk", 10.0));
+    let tasks: Vec<v1::TaskInfo> = ["g4", "g5"]
+        .iter()
+        .map(|id| v1::TaskInfo {
+            executor: None,
+            ..task(id, &offer_c, fresh.clone(), 0.1, 32.0)
+        })
+        .collect();
+    let mut call = launch_group(fresh, tasks);
+    call.accept.as_mut().unwrap().offer_ids = vec![offer_c.id.clone()];
+    fw.call_ok(call).await;
+    assert!(
+        eventually(3 * SEC, || cluster
+            .executors()
+            .iter()
+            .any(|e| e.2 == "ge" && e.3.is_some()))
+        .await
+    );
+    let ge = RawExecutor {
+        client: http_client(),
+        url: format!(
+            "http://{}/api/v1/executor",
+            cluster.agent_endpoint(&cluster.agent_ids()[0]).unwrap()
+        ),
+        framework_id: fw.framework_id.clone(),
+        executor_id: "ge".into(),
+    };
+    let mut subscribe = ge.call(exec::call::Type::Subscribe);
+    subscribe.subscribe = Some(Default::default());
+    let mut ge_stream = EventReader::new(ge.post(&subscribe).await);
+    assert!(
+        ge_stream
+            .next_executor_event(SEC)
+            .await
+            .unwrap()
+            .subscribed
+            .is_some()
+    );
+    let group = ge_stream.next_executor_event(SEC).await.unwrap();
+    assert_eq!(group.r#type, Some(exec::event::Type::LaunchGroup as i32));
+    let ids: Vec<String> = group
+        .launch_group
+        .unwrap()
+        .task_group
+        .tasks
+        .iter()
+        .map(|t| t.task_id.value.clone())
+        .collect();
+    assert_eq!(ids, ["g4", "g5"]);
+    assert!(
+        stream
+            .next_executor_event(Duration::from_millis(300))
+            .await
+            .is_none()
+    );
 }

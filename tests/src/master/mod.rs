@@ -1495,10 +1495,13 @@ impl Master {
     // ----------------------------------------------------------------------------------------
 
     fn kill(&mut self, framework_id: &str, kill: &sched::call::Kill) {
+        let agents = &self.agents;
         let task = self.frameworks[framework_id]
             .tasks
             .get(&kill.task_id.value)
-            .map(|t| t.agent.clone());
+            .map(|t| t.agent.clone())
+            // A task on a removed agent cannot be killed: answer with its state instead.
+            .filter(|agent| agents.get(agent).is_some_and(|a| a.removed.is_none()));
         match task {
             Some(agent) => self.send_to_agent(
                 &agent,
