@@ -224,7 +224,7 @@ fn an_unbounded_job_stops_cleanly_when_cancelled() {
     let (mut env, _lines) = env(2);
     env.add_source("forever", |ctx| {
         Ok(GeneratorSource::new(
-            |i| Some(i),
+            Some::<u64>,
             GeneratorBounds {
                 events: None,
                 rate: 0,
