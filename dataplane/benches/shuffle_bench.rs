@@ -142,6 +142,24 @@ fn bench_mesoflow(rt: &tokio::runtime::Runtime, config: &ShuffleConfig, total: u
     (records, bytes)
 }
 
+/// A quinn endpoint on a socket sized like the shuffle endpoint's (same kernel buffers).
+fn bulk_endpoint(server: Option<quinn::ServerConfig>, buffer_bytes: usize) -> quinn::Endpoint {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    let _ = socket.set_send_buffer_size(buffer_bytes);
+    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    socket.bind(&addr.into()).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )
+    .unwrap()
+}
+
 fn bench_quinn_bulk(
     rt: &tokio::runtime::Runtime,
     config: &ShuffleConfig,
@@ -154,9 +172,8 @@ fn bench_quinn_bulk(
         let mut server_config =
             quinn::ServerConfig::with_crypto(Arc::new(server_creds.quic_server_config().unwrap()));
         server_config.transport_config(transport.clone());
-        let server =
-            quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let mut client = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        let server = bulk_endpoint(Some(server_config), config.socket_buffer_bytes);
+        let mut client = bulk_endpoint(None, config.socket_buffer_bytes);
         let mut client_config =
             quinn::ClientConfig::new(Arc::new(client_creds.quic_client_config().unwrap()));
         client_config.transport_config(transport);
