@@ -1039,3 +1039,44 @@ fn no_leader_from_detection_keeps_the_live_subscription() {
     assert!(h.events().is_empty());
     assert!(h.actions().is_empty());
 }
+
+#[test]
+fn offer_constraints_go_out_on_subscribe() {
+    use mesoflow_proto::mesos::v1::scheduler::{
+        AttributeConstraint, OfferConstraints, attribute_constraint,
+    };
+    let mut config = config(&[("m1", 5050)]);
+    let mut constraints = OfferConstraints::default();
+    constraints.role_constraints.insert(
+        "flow".into(),
+        mesoflow_proto::mesos::v1::scheduler::offer_constraints::RoleConstraints {
+            groups: vec![
+                mesoflow_proto::mesos::v1::scheduler::offer_constraints::role_constraints::Group {
+                    attribute_constraints: vec![AttributeConstraint {
+                        selector: attribute_constraint::Selector {
+                            selector: Some(
+                                attribute_constraint::selector::Selector::AttributeName(
+                                    "rack".into(),
+                                ),
+                            ),
+                        },
+                        predicate: attribute_constraint::Predicate {
+                            predicate: Some(attribute_constraint::predicate::Predicate::Exists(
+                                attribute_constraint::predicate::Exists {},
+                            )),
+                        },
+                    }],
+                },
+            ],
+        },
+    );
+    config.offer_constraints = Some(constraints.clone());
+    let mut h = Harness::new(config);
+    h.client.start(h.now);
+    let (_, req) = h.expect_subscribe();
+    let sub = Call::decode(req.body)
+        .expect("decodes")
+        .subscribe
+        .expect("body");
+    assert_eq!(sub.offer_constraints, Some(constraints));
+}

@@ -447,3 +447,88 @@ async fn wrong_credentials_stop_the_driver_with_an_authentication_error() {
         .expect("driver ends")
         .expect("no panic");
 }
+
+#[tokio::test]
+async fn calls_reach_the_master_in_the_order_they_were_issued() {
+    let state: Shared = Arc::default();
+    let (streams_tx, mut streams) = mpsc::unbounded_channel();
+    let master_state = state.clone();
+    let router = Router::new().route(
+        "/api/v1/scheduler",
+        post(move |headers: HeaderMap, body: Bytes| {
+            leader(master_state.clone(), streams_tx.clone(), headers, body)
+        }),
+    );
+    let port = serve(router).await;
+    let mut config = SchedulerConfig::new(
+        FrameworkInfo {
+            user: "nobody".into(),
+            name: "ordering".into(),
+            ..Default::default()
+        },
+        vec![MasterEndpoint::http("127.0.0.1", port)],
+    );
+    config.credentials = Some(Credentials {
+        principal: "flow".into(),
+        secret: "pw".into(),
+    });
+    let (handle, mut events, _task) = spawn(config, MasterSource::Static).expect("spawns");
+    let stream = streams.recv().await.expect("stream");
+    send_event(
+        &stream,
+        &Event {
+            r#type: Some(event::Type::Subscribed as i32),
+            subscribed: Some(event::Subscribed {
+                framework_id: FrameworkId { value: "fw".into() },
+                heartbeat_interval_seconds: Some(15.0),
+                master_info: None,
+            }),
+            ..Default::default()
+        },
+    );
+    assert!(matches!(
+        next_event(&mut events).await,
+        SchedulerEvent::Subscribed { .. }
+    ));
+    // Alternate SUPPRESS and REVIVE for numbered roles: any reordering shows.
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let role = format!("r{i}");
+        if i % 2 == 0 {
+            handle.suppress(vec![role.clone()]).await.expect("issued");
+            expected.push(("SUPPRESS", role));
+        } else {
+            handle.revive(vec![role.clone()]).await.expect("issued");
+            expected.push(("REVIVE", role));
+        }
+    }
+    let calls = wait_for_calls(&state, 40).await;
+    let seen: Vec<(&str, String)> = calls
+        .iter()
+        .map(|(c, _, _)| {
+            let role = c
+                .suppress
+                .as_ref()
+                .map(|s| s.roles.clone())
+                .or_else(|| c.revive.as_ref().map(|r| r.roles.clone()))
+                .unwrap_or_default()
+                .concat();
+            (c.r#type().as_str_name(), role)
+        })
+        .collect();
+    assert_eq!(seen, expected);
+}
+
+#[test]
+fn https_masters_are_refused_with_a_clear_error() {
+    let config = SchedulerConfig::new(
+        FrameworkInfo::default(),
+        vec![MasterEndpoint {
+            scheme: "https".into(),
+            host: "m1".into(),
+            port: 5050,
+        }],
+    );
+    let err = spawn(config, MasterSource::Static).expect_err("no TLS in this build");
+    assert!(err.to_string().contains("https://m1:5050"), "{err}");
+}

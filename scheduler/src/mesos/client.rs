@@ -32,7 +32,7 @@ use mesoflow_proto::{
         AgentId, ExecutorId, ExecutorInfo, Filters, FrameworkId, FrameworkInfo, KillPolicy,
         OfferId, TaskGroupInfo, TaskId, TaskInfo,
         offer::{Operation, operation},
-        scheduler::{Call, Event, call, event},
+        scheduler::{Call, Event, OfferConstraints, call, event},
     },
 };
 use prost::Message as _;
@@ -92,6 +92,9 @@ pub struct SchedulerConfig {
     pub framework_id: Option<FrameworkId>,
     /// Roles to subscribe with offers suppressed.
     pub suppressed_roles: Vec<String>,
+    /// Per-role offer filtering by agent attributes (Mesos 1.11), sent on SUBSCRIBE and
+    /// UPDATE_FRAMEWORK.
+    pub offer_constraints: Option<OfferConstraints>,
     /// Basic-auth credentials, when the master authenticates frameworks.
     pub credentials: Option<Credentials>,
     /// Masters to try in turn (a static list, or the leader from detection). May be empty
@@ -119,6 +122,7 @@ impl SchedulerConfig {
             framework_info,
             framework_id: None,
             suppressed_roles: Vec::new(),
+            offer_constraints: None,
             credentials: None,
             masters,
             resubscribe_backoff: BackoffConfig::RESUBSCRIBE,
@@ -906,11 +910,12 @@ impl SchedulerClient {
         framework_info.id = self.framework_id.clone();
         self.config.framework_info = framework_info.clone();
         self.config.suppressed_roles = suppressed_roles.clone();
+        let offer_constraints = self.config.offer_constraints.clone();
         self.send_call(call::Type::UpdateFramework, |c| {
             c.update_framework = Some(call::UpdateFramework {
                 framework_info,
                 suppressed_roles,
-                offer_constraints: None,
+                offer_constraints,
             })
         })
     }
@@ -998,7 +1003,7 @@ impl SchedulerClient {
             subscribe: Some(call::Subscribe {
                 framework_info: info,
                 suppressed_roles: self.config.suppressed_roles.clone(),
-                offer_constraints: None,
+                offer_constraints: self.config.offer_constraints.clone(),
             }),
             ..Default::default()
         };

@@ -63,6 +63,12 @@ pub enum SpawnError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client for the Mesos scheduler API: {0}")]
     Http(#[from] reqwest::Error),
+    /// A master URL uses a scheme this build cannot speak.
+    #[error(
+        "master {0} uses a scheme other than http://; this build has no TLS support for the \
+         Mesos API: reach the masters over http:// (e.g. through a TLS-terminating proxy)"
+    )]
+    UnsupportedScheme(String),
 }
 
 type Command = Box<dyn FnOnce(&mut SchedulerClient) -> Result<CallId, CommandError> + Send>;
@@ -277,6 +283,9 @@ pub fn spawn(
     ),
     SpawnError,
 > {
+    if let Some(m) = config.masters.iter().find(|m| m.scheme != "http") {
+        return Err(SpawnError::UnsupportedScheme(m.base_url()));
+    }
     let stream_http = reqwest::Client::builder()
         .http1_only()
         .redirect(reqwest::redirect::Policy::none())
@@ -297,6 +306,7 @@ pub fn spawn(
         client: SchedulerClient::new(config),
         stream_http,
         call_http,
+        calls: None,
         streams: HashMap::new(),
         event_tx,
     };
@@ -318,6 +328,9 @@ struct Driver {
     client: SchedulerClient,
     stream_http: reqwest::Client,
     call_http: reqwest::Client,
+    /// Queue of the task sending calls one at a time, in order (Mesos applies calls in the
+    /// order it receives them: SUPPRESS then REVIVE must not swap).
+    calls: Option<mpsc::UnboundedSender<(CallId, HttpRequest)>>,
     streams: HashMap<ConnectionId, JoinHandle<()>>,
     event_tx: mpsc::UnboundedSender<SchedulerEvent>,
 }
@@ -442,12 +455,18 @@ impl Driver {
                     }
                 }
                 Action::Call { call_id, request } => {
-                    tokio::spawn(run_call(
-                        self.call_http.clone(),
-                        call_id,
-                        request,
-                        io_tx.clone(),
-                    ));
+                    let worker = self.calls.get_or_insert_with(|| {
+                        let (tx, rx) = mpsc::unbounded_channel();
+                        tokio::spawn(run_calls(self.call_http.clone(), rx, io_tx.clone()));
+                        tx
+                    });
+                    if let Err(mpsc::error::SendError((call_id, _))) =
+                        worker.send((call_id, request))
+                    {
+                        self.calls = None;
+                        self.client
+                            .handle_call_failed(call_id, "call worker stopped".to_owned());
+                    }
                 }
             }
         }
@@ -557,25 +576,28 @@ async fn run_subscription(
     }
 }
 
-async fn run_call(
+/// Sends calls strictly one after another, in the order the machine issued them.
+async fn run_calls(
     http: reqwest::Client,
-    call_id: CallId,
-    request: HttpRequest,
+    mut queue: mpsc::UnboundedReceiver<(CallId, HttpRequest)>,
     io: mpsc::UnboundedSender<Io>,
 ) {
-    let result = build(&http, request).send().await;
-    let message = match result {
-        Ok(mut response) => {
-            let status = response.status().as_u16();
-            let location = header(&response, "Location");
-            let body = if (200..300).contains(&status) {
-                String::new()
-            } else {
-                error_body(&mut response).await
-            };
-            Io::CallResponse(call_id, status, location, body)
+    while let Some((call_id, request)) = queue.recv().await {
+        let message = match build(&http, request).send().await {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let location = header(&response, "Location");
+                let body = if (200..300).contains(&status) {
+                    String::new()
+                } else {
+                    error_body(&mut response).await
+                };
+                Io::CallResponse(call_id, status, location, body)
+            }
+            Err(e) => Io::CallFailed(call_id, describe(&e)),
+        };
+        if io.send(message).is_err() {
+            return;
         }
-        Err(e) => Io::CallFailed(call_id, describe(&e)),
-    };
-    let _ = io.send(message);
+    }
 }
