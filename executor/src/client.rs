@@ -549,17 +549,39 @@ impl ExecutorClient {
         }
     }
 
-    /// One RecordIO record arrived on the stream of `subscription`: decode and handle it. A
-    /// record that is not a valid `Event` is refused with an error log and otherwise ignored.
+    /// One RecordIO record arrived on the stream of `subscription`: decode and handle it.
+    ///
+    /// A record that is not a valid protobuf `Event` means the stream is corrupt: skipping it
+    /// could silently lose a KILL or a LAUNCH, and nothing after it can be trusted. So the stream
+    /// is dropped ([`Action::Disconnect`]) and the client goes down the path of a broken stream
+    /// ([`handle_stream_ended`](Self::handle_stream_ended)) with a reason naming the decode
+    /// error and the record's length: with framework checkpointing it re-subscribes (carrying
+    /// what is unacknowledged, within the backoff bound), without it kills the tasks and exits.
+    ///
+    /// The Mesos C++ executor library (1.11, `src/executor/executor.cpp`) handles this case
+    /// differently: it stops reading the stream and hands the executor a locally made ERROR
+    /// event, but keeps the connection open. Its own executors only log ERROR, so they go deaf
+    /// until the agent closes the connection. We deliberately do what the library does when the
+    /// RecordIO framing breaks (treat it as a disconnection), which the scheduler client does
+    /// too; exiting on that ERROR as we do for an agent's ERROR would throw away the recovery
+    /// that checkpointing frameworks ask for.
     pub fn handle_record(&mut self, now: Instant, subscription: SubscriptionId, record: &[u8]) {
-        match Event::decode(record) {
-            Ok(event) => self.handle_event(now, subscription, event),
-            Err(error) => tracing::error!(
-                %error,
-                len = record.len(),
-                "ignoring an event from the agent that is not a valid protobuf Event"
-            ),
+        let error = match Event::decode(record) {
+            Ok(event) => return self.handle_event(now, subscription, event),
+            Err(error) => error,
+        };
+        if !self.is_current(subscription) || self.phase == Phase::Exited {
+            tracing::debug!(
+                ?subscription,
+                "ignoring an undecodable record from an abandoned subscription"
+            );
+            return;
         }
+        let why = format!("undecodable Event ({} bytes): {error}", record.len());
+        tracing::error!(%why, "the agent's event stream is corrupt; dropping it");
+        // Unlike a stream that ended, this one is still open: the shell must close it.
+        self.actions.push_back(Action::Disconnect);
+        self.handle_stream_ended(now, subscription, &why);
     }
 
     /// An event arrived on the stream of `subscription`.
@@ -1159,6 +1181,14 @@ impl ExecutorClient {
     }
 }
 
+/// Logs a decoded event whose payload field is missing; the event is refused.
+///
+/// The agent validates events before sending them, so this means a broken agent. The C++
+/// executor library does not check payloads at all (protobuf only rejects missing `required`
+/// fields, and every payload field of `Event` is optional): it hands the event over and the
+/// executor reads default values, e.g. KILL of the task with the empty id. Acting on defaults
+/// could only launch or kill the wrong thing, so we refuse the event and keep the stream, which
+/// is otherwise well-formed.
 fn malformed(event: &str, field: &str) {
     tracing::error!(
         event,

@@ -468,12 +468,59 @@ async fn garbage_on_the_event_stream_is_survived_by_resubscribing_with_checkpoin
     let subscribe = h.expect_subscribe().await;
     assert_eq!(subscribe.unacknowledged_tasks.len(), 1);
     h.subscribed(false);
+    // Then well-framed RecordIO whose record is not an Event: the stream is corrupt, so it is
+    // dropped and the executor subscribes again with the same unacknowledged state.
+    h.send_raw(undecodable_record());
+    let subscribe = h.expect_subscribe().await;
+    assert_eq!(subscribe.unacknowledged_tasks.len(), 1);
+    assert_eq!(subscribe.unacknowledged_tasks[0].task_id.value, "probe-1");
+    assert_eq!(subscribe.unacknowledged_updates.len(), 2);
+    h.subscribed(false);
     h.shutdown();
     let (_, killed, _, uuid) = h.expect_update().await;
     assert_eq!(killed, TaskState::TaskKilled);
     h.ack("probe-1", uuid);
     // The STARTING and RUNNING updates were never acknowledged: exit waits only for the grace.
     assert_eq!(h.exit_code().await, 0);
+}
+
+/// One correctly framed RecordIO record whose payload is not a protobuf `Event`.
+fn undecodable_record() -> Bytes {
+    let payload: &[u8] = b"\xff\xff\xff\xff not an event";
+    let mut framed = format!("{}\n", payload.len()).into_bytes();
+    framed.extend_from_slice(payload);
+    Bytes::from(framed)
+}
+
+#[tokio::test]
+async fn without_checkpointing_an_undecodable_event_kills_the_tasks_and_exits_with_a_failure() {
+    let mut h = Harness::start(false).await;
+    h.expect_subscribe().await;
+    h.subscribed(false);
+    h.launch(
+        "probe-1",
+        Some(spec(task_spec::Kind::Probe(Probe {
+            duration_ms: 60_000,
+            exit_code: 0,
+        }))),
+    );
+    let (_, starting, _, _) = h.expect_update().await;
+    assert_eq!(starting, TaskState::TaskStarting);
+    let (_, running, _, _) = h.expect_update().await;
+    assert_eq!(running, TaskState::TaskRunning);
+    h.send_raw(undecodable_record());
+    // Long before the probe's 60 s are up: the probe was killed, and the executor gave up.
+    assert_eq!(h.exit_code().await, 1);
+    let mut after = Vec::new();
+    while let Ok(call) = h.calls.try_recv() {
+        after.push(call.r#type);
+    }
+    assert!(
+        !after.contains(&Some(call::Type::Subscribe as i32)),
+        "re-subscribed without checkpointing: {after:?}"
+    );
+    let stderr = std::fs::read_to_string(h.sandbox.path().join("stderr")).unwrap();
+    assert!(stderr.contains("undecodable Event (17 bytes)"), "{stderr}");
 }
 
 #[tokio::test]

@@ -794,17 +794,190 @@ fn launch_group_launches_every_task_and_duplicates_are_ignored() {
     assert_eq!(live, ["a", "b"]);
 }
 
+/// Records that are not a protobuf `Event`: not protobuf at all, a truncated event, and an
+/// event with a field of the wrong wire type.
+fn undecodable_records() -> Vec<Vec<u8>> {
+    let mut truncated = launch_event(task_info("t9", None)).encode_to_vec();
+    truncated.truncate(truncated.len() / 2);
+    vec![
+        b"\xff\xff\xff\xff garbage".to_vec(),
+        truncated,
+        vec![0x0a, 0x05, 0x01],
+    ]
+}
+
 #[test]
-fn malformed_events_are_refused_without_harm() {
+fn with_checkpointing_an_undecodable_record_drops_the_stream_and_resubscribes() {
+    for record in undecodable_records() {
+        let mut h = Harness::subscribed(true, false);
+        let running_t1 = h.launch_running("t1");
+        let old = h.subscription;
+        h.client.handle_record(h.now, old, &record);
+        assert_eq!(h.drain(), [Action::Disconnect], "record {record:?}");
+        assert!(!h.client.has_exited());
+        // Records still queued from the dropped stream are not acted upon.
+        let late = launch_event(task_info("t2", None)).encode_to_vec();
+        h.client.handle_record(h.now, old, &late);
+        h.client.handle_record(h.now, old, &record);
+        assert_eq!(h.drain(), []);
+
+        let waited = h.advance_to_next_timeout();
+        assert!(waited <= BACKOFF_MAX, "retry after {waited:?}");
+        let actions = h.drain();
+        assert_eq!(actions.len(), 1, "{actions:?}");
+        let subscribe = h.take_subscribe(&actions);
+        let task_ids: Vec<_> = subscribe
+            .unacknowledged_tasks
+            .iter()
+            .map(|t| t.task_id.value.as_str())
+            .collect();
+        assert_eq!(task_ids, ["t1"]);
+        assert_eq!(
+            subscribe.unacknowledged_updates,
+            [running_t1.call.update.clone().unwrap()],
+            "the unacknowledged RUNNING is resent byte for byte"
+        );
+        h.event(subscribed_event(false));
+        assert_eq!(h.drain(), []);
+        assert_eq!(h.client.live_task_ids().collect::<Vec<_>>(), ["t1"]);
+    }
+}
+
+#[test]
+fn with_checkpointing_an_undecodable_record_still_ends_at_the_recovery_timeout() {
+    let mut h = Harness::subscribed(true, false);
+    h.launch_running("t1");
+    let lost_at = h.now;
+    h.client
+        .handle_record(h.now, h.subscription, b"\xff\xff garbage");
+    assert_eq!(h.drain(), [Action::Disconnect]);
+    // The agent never takes us back: every attempt fails until the recovery timeout.
+    let exit = loop {
+        h.advance_to_next_timeout();
+        let actions = h.drain();
+        if let Some(Action::Subscribe { subscription, .. }) = actions.first() {
+            h.subscription = *subscription;
+            h.client.handle_subscribe_failed(
+                h.now,
+                h.subscription,
+                SubscribeFailure::Transient("connection refused".to_owned()),
+            );
+            assert_eq!(h.drain(), []);
+            continue;
+        }
+        assert!(
+            h.now >= lost_at + RECOVERY,
+            "gave up early: {actions:?} after {:?}",
+            h.now - lost_at
+        );
+        break actions;
+    };
+    assert!(
+        exit.contains(&Action::KillTask {
+            task_id: "t1".to_owned()
+        }),
+        "{exit:?}"
+    );
+    h.client
+        .report_task(h.now, "t1", TaskReport::Finished { message: None });
+    assert_eq!(
+        h.drain(),
+        [Action::Exit(ExitReason::RecoveryTimeout(RECOVERY))]
+    );
+}
+
+#[test]
+fn without_checkpointing_an_undecodable_record_kills_the_tasks_and_exits() {
+    for record in undecodable_records() {
+        let mut h = Harness::subscribed(false, false);
+        h.launch_running("t1");
+        h.client.handle_record(h.now, h.subscription, &record);
+        assert_eq!(
+            h.drain(),
+            [
+                Action::Disconnect,
+                Action::KillTask {
+                    task_id: "t1".to_owned()
+                }
+            ]
+        );
+        h.client
+            .report_task(h.now, "t1", TaskReport::Finished { message: None });
+        let actions = h.drain();
+        let [Action::Exit(ExitReason::AgentDisconnected(why))] = actions.as_slice() else {
+            panic!("expected an exit, got {actions:?}");
+        };
+        let expected = format!("undecodable Event ({} bytes): ", record.len());
+        assert!(why.starts_with(&expected), "{why:?} for {record:?}");
+        assert!(
+            why.len() > expected.len(),
+            "names the decode error: {why:?}"
+        );
+        assert!(h.client.has_exited());
+    }
+}
+
+#[test]
+fn without_checkpointing_an_idle_executor_exits_at_once_on_an_undecodable_record() {
+    let mut h = Harness::subscribed(false, false);
+    h.client
+        .handle_record(h.now, h.subscription, &[0x0a, 0x05, 0x01]);
+    let actions = h.drain();
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [Action::Disconnect, Action::Exit(ExitReason::AgentDisconnected(why))]
+                if why.starts_with("undecodable Event (3 bytes): ")
+        ),
+        "{actions:?}"
+    );
+}
+
+#[test]
+fn an_undecodable_first_record_fails_the_subscribe_attempt_and_it_is_retried() {
+    let (mut h, _) = Harness::new(config(false));
+    let first = h.subscription;
+    h.client.handle_record(h.now, first, b"\xff garbage");
+    assert_eq!(h.drain(), [Action::Disconnect]);
+    // Not yet registered: retried within the backoff bound even without checkpointing.
+    let waited = h.advance_to_next_timeout();
+    assert!(waited <= BACKOFF_MAX, "retry after {waited:?}");
+    let actions = h.drain();
+    let subscribe = h.take_subscribe(&actions);
+    assert!(subscribe.unacknowledged_tasks.is_empty());
+    h.event(subscribed_event(false));
+    assert_eq!(h.drain(), []);
+    assert!(!h.client.has_exited());
+}
+
+#[test]
+fn an_undecodable_record_from_an_abandoned_subscription_is_ignored() {
+    let mut h = Harness::subscribed(false, false);
+    h.launch_running("t1");
+    let old = h.subscription;
+    h.client.handle_stream_ended(h.now, old, "eof");
+    assert_eq!(
+        h.drain(),
+        [Action::KillTask {
+            task_id: "t1".to_owned()
+        }]
+    );
+    h.client.handle_record(h.now, old, b"\xff garbage");
+    assert_eq!(h.drain(), [], "no second Disconnect, no other exit reason");
+    h.client
+        .report_task(h.now, "t1", TaskReport::Finished { message: None });
+    assert_eq!(
+        h.drain(),
+        [Action::Exit(ExitReason::AgentDisconnected(
+            "eof".to_owned()
+        ))]
+    );
+}
+
+#[test]
+fn events_without_their_payload_are_refused_without_harm() {
     let mut h = Harness::subscribed(true, false);
     let sub = h.subscription;
-    // Not protobuf at all, a truncated event, and an event with a field of the wrong wire type.
-    h.client
-        .handle_record(h.now, sub, b"\xff\xff\xff\xff garbage");
-    let mut truncated = launch_event(task_info("t1", None)).encode_to_vec();
-    truncated.truncate(truncated.len() / 2);
-    h.client.handle_record(h.now, sub, &truncated);
-    h.client.handle_record(h.now, sub, &[0x0a, 0x05, 0x01]);
     // Known types whose payload is missing, and a type from a newer agent.
     for kind in [
         event::Type::Launch,
@@ -823,9 +996,14 @@ fn malformed_events_are_refused_without_harm() {
     h.event(simple_event(event::Type::Heartbeat));
     // A launch without a task id cannot be reported on: ignored.
     h.event(launch_event(task_info("", None)));
+    // The same, as records off the wire: they decode, so the stream is kept.
+    h.client
+        .handle_record(h.now, sub, &simple_event(event::Type::Kill).encode_to_vec());
+    h.client.handle_record(h.now, sub, &[]);
     assert_eq!(h.drain(), []);
     assert!(!h.client.has_exited());
-    // The client still works: a real launch, encoded as the agent sends it.
+    // The client still works on the same subscription: a real launch, encoded as the agent
+    // sends it.
     let record = launch_event(task_info("t2", None)).encode_to_vec();
     h.client.handle_record(h.now, sub, &record);
     assert!(matches!(h.drain().as_slice(), [Action::LaunchTask(t)] if t.task_id.value == "t2"));

@@ -1,5 +1,6 @@
 //! Random sequences of agent events, task reports, HTTP outcomes, garbage and the passing of
-//! time: the client must never panic and must keep the protocol's promises whatever happens.
+//! time: the client must never panic and must keep the protocol's promises whatever happens
+//! (among them: after a record that is not an `Event`, nothing more from that stream is used).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -248,7 +249,22 @@ fn run(ops: Vec<Op>, checkpoint: bool) {
             Op::Error => client.handle_event(now, sub, typed(event::Type::Error)),
             Op::Message => client.handle_event(now, sub, typed(event::Type::Message)),
             Op::Heartbeat => client.handle_event(now, sub, typed(event::Type::Heartbeat)),
-            Op::Garbage(bytes) => client.handle_record(now, sub, &bytes),
+            Op::Garbage(bytes) => {
+                client.handle_record(now, sub, &bytes);
+                if Event::decode(bytes.as_slice()).is_err() {
+                    // A corrupt record kills its stream: whatever that stream still delivers
+                    // (here a LAUNCH of a task never seen before) is not acted upon.
+                    let actions: Vec<Action> = drain(&mut client);
+                    seen.check(actions);
+                    let mut launch = typed(event::Type::Launch);
+                    launch.launch = Some(event::Launch {
+                        task: task_info(9, None),
+                    });
+                    client.handle_record(now, sub, &launch.encode_to_vec());
+                    let after: Vec<Action> = drain(&mut client);
+                    assert_eq!(after, [], "acted on a stream after a corrupt record");
+                }
+            }
             Op::StreamEnded => client.handle_stream_ended(now, sub, "eof"),
             Op::StaleEvent => {
                 if let Some(stale) = seen.stale {
