@@ -8,28 +8,48 @@
 
 use std::f64::consts::{LN_2, LN_10, LOG2_E as INV_LN_2};
 
+/// Number of Taylor terms after the constant: `r^17 / 17!` is below 1e-17 for `r < ln 2`.
+const TERMS: usize = 17;
+
+/// `INV_FACTORIAL[n] = 1/n!`, each entry the previous one divided by `n` (so Java can build the
+/// same table with the same divisions at class initialisation).
+const INV_FACTORIAL: [f64; TERMS + 1] = {
+    let mut table = [1.0; TERMS + 1];
+    let mut n = 1;
+    while n <= TERMS {
+        table[n] = table[n - 1] / n as f64;
+        n += 1;
+    }
+    table
+};
+
 /// `10^x` for `x` in `[0, 60]`, with a relative error near 1e-15 (far below a cent at 10^8).
 ///
-/// Range reduction `x ln 10 = k ln 2 + r` with `r` in about `[0, ln 2)`, a degree-17 Taylor
-/// polynomial for `e^r` in Horner form, then an exact multiplication by `2^k`.
+/// Range reduction `x ln 10 = k ln 2 + r` with `k = trunc(x ln 10 / ln 2)` and `r` in about
+/// `[0, ln 2)`, a degree-17 Taylor polynomial for `e^r` in Horner form (`p = p * r + 1/n!`, no
+/// fused multiply-add), then an exact multiplication by `2^k`. Multiplications by a table instead
+/// of divisions keep a Nexmark bid at a few tens of nanoseconds.
+#[inline]
 pub fn exp10(x: f64) -> f64 {
     let t = x * LN_10;
-    let k = (t * INV_LN_2).floor();
-    let r = t - k * LN_2;
-    let mut p = 1.0;
-    let mut n = 17;
-    while n >= 1 {
-        p = 1.0 + p * r / f64::from(n);
+    // Truncation is floor for the documented non-negative range; clamped so no input panics.
+    let k = ((t * INV_LN_2) as i64).clamp(0, 1000);
+    let r = t - k as f64 * LN_2;
+    let mut p = INV_FACTORIAL[TERMS];
+    let mut n = TERMS;
+    while n > 0 {
         n -= 1;
+        p = p * r + INV_FACTORIAL[n];
     }
-    // k is in [0, 200) for the documented range; clamp so any input stays finite and panic-free.
-    let k = k.clamp(0.0, 1000.0) as i32;
-    p * 2f64.powi(k)
+    p * 2f64.powi(k as i32)
 }
 
 /// Java's `Math.floor(x + 0.5)` as an `i64` (round half up), saturating outside `i64`.
+#[inline]
 pub fn round_half_up(x: f64) -> i64 {
-    (x + 0.5).floor() as i64
+    let y = x + 0.5;
+    // For non-negative values truncation is floor and avoids a libm call.
+    if y >= 0.0 { y as i64 } else { y.floor() as i64 }
 }
 
 #[cfg(test)]

@@ -8,19 +8,30 @@ public final class PortableMath {
 
     private PortableMath() {}
 
+    private static final int TERMS = 17;
+    /** 1/n!, each entry the previous one divided by n, exactly as the Rust table. */
+    private static final double[] INV_FACTORIAL = new double[TERMS + 1];
+
+    static {
+        INV_FACTORIAL[0] = 1.0;
+        for (int n = 1; n <= TERMS; n++) {
+            INV_FACTORIAL[n] = INV_FACTORIAL[n - 1] / (double) n;
+        }
+    }
+
     public static double exp10(double x) {
         double t = x * LN_10;
-        double k = Math.floor(t * INV_LN_2);
-        double r = t - k * LN_2;
-        double p = 1.0;
-        for (int n = 17; n >= 1; n--) {
-            p = 1.0 + p * r / (double) n;
+        long k = Math.max(0, Math.min(1000, (long) (t * INV_LN_2)));
+        double r = t - (double) k * LN_2;
+        double p = INV_FACTORIAL[TERMS];
+        for (int n = TERMS - 1; n >= 0; n--) {
+            p = p * r + INV_FACTORIAL[n];
         }
-        int ki = (int) Math.max(0.0, Math.min(1000.0, k));
-        return p * Math.pow(2.0, ki);
+        return p * Math.pow(2.0, (double) k);
     }
 
     public static long roundHalfUp(double x) {
-        return (long) Math.floor(x + 0.5);
+        double y = x + 0.5;
+        return y >= 0.0 ? (long) y : (long) Math.floor(y);
     }
 }
