@@ -110,13 +110,14 @@ pub struct SchedulerConfig {
     pub subscribe_timeout: Duration,
     /// Consecutive 307s followed without delay before backing off.
     pub max_immediate_redirects: u32,
-    /// Seed of the jitter (use a random one in production, a fixed one in tests).
+    /// Seed of the jitter: random by default (so restarted schedulers do not retry in step),
+    /// fixed in tests.
     pub seed: u64,
 }
 
 impl SchedulerConfig {
     /// Defaults from the protocol: 0.5 s..15 s resubscribe backoff, 2 s..60 s reconciliation
-    /// backoff, implicit reconciliation every 15 minutes, 30 s to subscribe.
+    /// backoff, implicit reconciliation every 15 minutes, 30 s to subscribe, random jitter seed.
     pub fn new(framework_info: FrameworkInfo, masters: Vec<MasterEndpoint>) -> Self {
         Self {
             framework_info,
@@ -130,7 +131,7 @@ impl SchedulerConfig {
             implicit_reconcile_interval: Duration::from_secs(15 * 60),
             subscribe_timeout: Duration::from_secs(30),
             max_immediate_redirects: 3,
-            seed: 0x6d65_736f_666c_6f77,
+            seed: rand::random(),
         }
     }
 }

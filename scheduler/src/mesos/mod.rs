@@ -31,7 +31,6 @@
 //!     masters,
 //! );
 //! config.framework_id = stored_framework_id; // fail over to the persisted id, if any
-//! config.seed = rand::random();
 //! let (handle, mut events, _task) = spawn(config, source)?;
 //! while let Some(event) = events.recv().await {
 //!     match event {
