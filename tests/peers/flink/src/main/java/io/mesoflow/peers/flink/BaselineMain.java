@@ -62,22 +62,26 @@ public final class BaselineMain {
             System.exit(2);
         }
         String job = args[0];
-        Params p;
+        Path checkpoints = Files.createTempDirectory("mesoflow-flink-checkpoints");
+        DataStream<long[]> partials;
         try {
-            p = new Params(args, 1, job.startsWith("nexmark") || job.equals("wordcount") ? COMMON : DATAGEN);
+            Params p = new Params(args, 1, job.startsWith("nexmark") || job.equals("wordcount") ? COMMON : DATAGEN);
             if (p.num("rate", 0) != 0) {
                 throw new IllegalArgumentException("rate=" + p.num("rate", 0)
                         + " is not supported by the Flink baseline: it always runs as fast as possible");
             }
+            if (p.num("events", 1_000_000) == 0) {
+                deleteRecursively(checkpoints);
+                System.out.println("records=0 checksum=0000000000000000");
+                return;
+            }
+            partials = buildJob(job, p, environment(p, checkpoints));
         } catch (IllegalArgumentException e) {
+            deleteRecursively(checkpoints);
             System.err.println("error: " + e.getMessage());
             System.exit(2);
             return;
         }
-
-        Path checkpoints = Files.createTempDirectory("mesoflow-flink-checkpoints");
-        StreamExecutionEnvironment env = environment(p, checkpoints);
-        DataStream<long[]> partials = buildJob(job, p, env);
         long records = 0;
         long sum = 0;
         try (CloseableIterator<long[]> it = partials.executeAndCollect("mesoflow-baseline-" + job)) {
