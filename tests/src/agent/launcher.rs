@@ -207,18 +207,49 @@ mod tests {
         let cmd = CommandSpec {
             shell: false,
             value: "/bin/sh".into(),
-            arguments: vec!["sh".into(), "-c".into(), "sleep 30 & sleep 30".into()],
+            arguments: vec![
+                "sh".into(),
+                "-c".into(),
+                "sleep 30 & echo $! > bg.pid; wait".into(),
+            ],
         };
         let proc = spawn(&cmd, &BTreeMap::new(), dir.path()).unwrap();
-        let pid = proc.pid;
-        kill_process_group(pid);
+        let pid_file = dir.path().join("bg.pid");
+        let mut background = None;
+        for _ in 0..200 {
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                background = Some(pid);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let background = background.expect("the shell started a background process");
+        kill_process_group(proc.pid);
         let status = proc.wait().await;
         assert!(libc::WIFSIGNALED(status));
         assert_eq!(libc::WTERMSIG(status), libc::SIGKILL);
-        // The background sleep was in the same group: the group is gone.
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        // SAFETY: signal 0 only probes for existence.
-        let alive = unsafe { libc::killpg(pid as i32, 0) } == 0;
-        assert!(!alive);
+        // The background sleep was in the same group: it is gone (or a zombie awaiting reaping).
+        let dead = |pid: u32| match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        };
+        let mut gone = false;
+        for _ in 0..100 {
+            if dead(background) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(
+            gone,
+            "background process {background} survived the group kill"
+        );
     }
 }
