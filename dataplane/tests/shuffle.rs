@@ -863,8 +863,14 @@ fn a_receiver_of_another_record_type_refuses_the_channel() {
         .unwrap();
     let producer = std::thread::spawn(move || {
         let mut sender = sender;
-        sender.send_batch(&[KeyedRecord { key: 1, value: 1 }])?;
-        sender.finish()
+        // Keep the stream open (a finished stream whose bytes all arrived cannot be stopped any
+        // more) until the consumer's refusal comes back.
+        for _ in 0..1000 {
+            sender.send_batch(&[KeyedRecord { key: 1, value: 1 }])?;
+            sender.flush()?;
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok::<(), ShuffleError>(())
     });
     let err = receiver.recv().unwrap_err();
     assert!(

@@ -59,7 +59,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
 }
 
-/// This executor's shuffle endpoint. Cheap to clone.
+/// This executor's shuffle endpoint. Cheap to clone; dropping the last clone closes every
+/// connection, like [`ShuffleEndpoint::close`].
 #[derive(Clone)]
 pub struct ShuffleEndpoint {
     inner: Arc<Inner>,

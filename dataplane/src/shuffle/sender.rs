@@ -182,6 +182,8 @@ pub(crate) async fn run_writer(
     mut stream: quinn::SendStream,
     peer: String,
 ) {
+    // If the runtime drops this task (shutdown), the producer must not wait forever.
+    let guard = WriterGone(shared.clone());
     let result = write_frames(&shared, &mut stream, &peer).await;
     match result {
         Ok(()) => shared.outbox.lock().on_finished(),
@@ -192,7 +194,22 @@ pub(crate) async fn run_writer(
             shared.outbox.lock().fail(err);
         }
     }
-    shared.changed.notify_all();
+    drop(guard);
+}
+
+/// Wakes the producer when the writer task ends, fails the channel if it ended early.
+struct WriterGone(Arc<SenderShared>);
+
+impl Drop for WriterGone {
+    fn drop(&mut self) {
+        {
+            let mut outbox = self.0.outbox.lock();
+            if !outbox.is_done() {
+                outbox.fail(ShuffleError::EndpointClosed);
+            }
+        }
+        self.0.changed.notify_all();
+    }
 }
 
 fn connection_lost(peer: &str, err: impl std::fmt::Display) -> ShuffleError {
