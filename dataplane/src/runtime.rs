@@ -386,7 +386,20 @@ pub fn start_local(job: Job, config: RuntimeConfig) -> Result<JobHandle> {
             .name(thread_name)
             .spawn(move || {
                 let task = r.name().to_string();
-                let res = r.run();
+                // A panic in user code fails the job (cancelling the other subtasks at once)
+                // instead of leaving them waiting for input that never comes.
+                let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| r.run()))
+                    .unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "panicked".into());
+                        Err(EngineError::TaskFailed {
+                            task: task.clone(),
+                            message: format!("panicked: {message}"),
+                        })
+                    });
                 if let Err(e) = &res
                     && !matches!(e, EngineError::Cancelled)
                 {

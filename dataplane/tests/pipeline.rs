@@ -289,3 +289,25 @@ fn a_shipped_graph_rebuilds_the_same_program_with_its_parallelism() {
         .to_string();
     assert!(err.contains("does not match"), "{err}");
 }
+
+#[test]
+fn a_panicking_operator_fails_the_job_with_its_name() {
+    let (mut env, _lines) = env(2);
+    let data = Arc::new((0..10_000u64).map(Rec::untimed).collect::<Vec<_>>());
+    env.add_source("numbers", move |ctx| {
+        Ok(VecSource::new(&data, ctx.subtask, ctx.parallelism))
+    })
+    .key_by(|v: &u64| *v)
+    .reduce(|a: &u64, b: u64| *a + b)
+    .map(|v| {
+        assert!(v != 4242, "boom at {v}");
+        v
+    })
+    .name("fragile")
+    .sink_lines("output", |v, out| out.push_str(&v.to_string()));
+    let err = run_local(env.build().unwrap(), small_batches())
+        .err()
+        .expect("the job must fail")
+        .to_string();
+    assert!(err.contains("boom at 4242"), "{err}");
+}
