@@ -306,8 +306,7 @@ fn a_panicking_operator_fails_the_job_with_its_name() {
     .name("fragile")
     .sink_lines("output", |v, out| out.push_str(&v.to_string()));
     let err = run_local(env.build().unwrap(), small_batches())
-        .err()
-        .expect("the job must fail")
+        .expect_err("the job must fail")
         .to_string();
     assert!(err.contains("boom at 4242"), "{err}");
 }
