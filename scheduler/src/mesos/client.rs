@@ -389,9 +389,8 @@ impl SchedulerClient {
                     .any(|m| current.starts_with(&format!("{}/", m.base_url())));
                 if !still_valid {
                     info!(url = %current, "leading master changed; re-subscribing");
-                    self.lose_subscription(now, DisconnectReason::LeaderChanged, false);
                     // Go to the new leader without waiting.
-                    self.phase = Phase::Waiting { until: now };
+                    self.lose_subscription(now, DisconnectReason::LeaderChanged, false);
                 }
             }
             Phase::Idle | Phase::Waiting { .. } | Phase::Stopped => {}
@@ -417,7 +416,6 @@ impl SchedulerClient {
             return;
         }
         self.lose_subscription(now, DisconnectReason::Requested, false);
-        self.phase = Phase::Waiting { until: now };
     }
 
     /// Timers: reconnect after backoff, subscribe timeout, heartbeat watchdog, reconciliation.
@@ -617,7 +615,6 @@ impl SchedulerClient {
                     self.redirect = Some(target);
                 }
                 self.lose_subscription(now, DisconnectReason::LeaderChanged, false);
-                self.phase = Phase::Waiting { until: now };
             }
             403 if current && pending.call_type != "UPDATE_FRAMEWORK" => {
                 // "Framework is not subscribed": the master no longer has our stream.
@@ -1028,8 +1025,9 @@ impl SchedulerClient {
     }
 
     /// Leaves the current attempt or subscription: closes the stream, voids offers, stops
-    /// reconciliation, and (with `retry`) schedules the next attempt after a backoff on the
-    /// next candidate master.
+    /// reconciliation, and schedules the next attempt: with `retry` (a failure) after a backoff
+    /// on the next candidate master, otherwise (leader change, owner's request) at once. A
+    /// pending TEARDOWN turns this into the end of the client.
     fn lose_subscription(&mut self, now: Instant, reason: DisconnectReason, retry: bool) {
         if self.teardown_call.is_some() && self.is_subscribed() {
             // After TEARDOWN the master closes our stream, possibly before its 202 arrives:
