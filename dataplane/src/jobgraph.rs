@@ -160,14 +160,4 @@ impl JobGraph {
         }
         Ok(())
     }
-
-    /// Sets the parallelism of every operator whose parallelism was left at the default
-    /// `from` to `to` (used when a job is resubmitted with another parallelism).
-    pub fn rescale_default(&mut self, from: u32, to: u32) {
-        for n in &mut self.nodes {
-            if n.parallelism == from {
-                n.parallelism = to;
-            }
-        }
-    }
 }
