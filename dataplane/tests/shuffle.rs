@@ -885,3 +885,70 @@ fn a_receiver_of_another_record_type_refuses_the_channel() {
     a.close();
     b.close();
 }
+
+#[test]
+fn silent_and_unroutable_streams_are_refused_without_blocking_others() {
+    let config = ShuffleConfig {
+        stream_header_timeout: Duration::from_millis(200),
+        max_parked_streams: 1,
+        ..ShuffleConfig::default()
+    };
+    let rt = runtime();
+    let ca = ClusterCa::generate("limits").unwrap();
+    let b = endpoint(&rt, &ca.issue("exec-b").unwrap(), config);
+    let b_addr = b.local_addr().unwrap();
+    let rogue = ca.issue("exec-rogue").unwrap();
+    rt.block_on(async {
+        let mut client = quinn::Endpoint::client(LOCALHOST.parse().unwrap()).unwrap();
+        client.set_default_client_config(quinn::ClientConfig::new(Arc::new(
+            rogue.quic_client_config().unwrap(),
+        )));
+        let server_name = mesoflow_dataplane::shuffle::tls::server_name_for("exec-b").unwrap();
+        let connection = client.connect(b_addr, &server_name).unwrap().await.unwrap();
+
+        // A stream that never names its channel is stopped after the header timeout.
+        let mut silent = connection.open_uni().await.unwrap();
+        silent.write_all(b"MF").await.unwrap();
+        let code = tokio::time::timeout(Duration::from_secs(10), silent.stopped())
+            .await
+            .unwrap();
+        assert_eq!(code.unwrap(), Some(quinn::VarInt::from_u32(6)));
+
+        // One stream may wait for a receiver that is not registered yet; the next is refused.
+        let record_type =
+            mesoflow_dataplane::shuffle::channel::record_type_fingerprint::<KeyedRecord>();
+        let mut streams = Vec::new();
+        for producer in 0..2 {
+            let header = mesoflow_dataplane::shuffle::channel::ChannelHeader {
+                channel: channel(11, producer, 0),
+                record_type,
+            };
+            let mut stream = connection.open_uni().await.unwrap();
+            stream.write_all(&header.encode()).await.unwrap();
+            streams.push(stream);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let refused = tokio::time::timeout(Duration::from_secs(10), streams[1].stopped())
+            .await
+            .unwrap();
+        assert_eq!(refused.unwrap(), Some(quinn::VarInt::from_u32(5)));
+
+        // The parked one is delivered once its receiver registers.
+        let mut receiver = b.receiver::<KeyedRecord>(channel(11, 0, 0)).unwrap();
+        streams[0].write_all(&valid_data_frame(0..3)).await.unwrap();
+        streams[0]
+            .write_all(&ChannelEvent::EndOfPartition.encode())
+            .await
+            .unwrap();
+        streams[0].finish().unwrap();
+        let mut values = Vec::new();
+        while let Some(message) = receiver.recv_async().await.unwrap() {
+            if let ShuffleMessage::Data(batch) = message {
+                values.extend(batch.iter().map(|r| r.value.to_native()));
+            }
+        }
+        assert_eq!(values, vec![0, 1, 2]);
+        client.close(0u32.into(), b"done");
+    });
+    b.close();
+}
