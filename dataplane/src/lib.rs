@@ -2,9 +2,45 @@
 //! inside a process and the QUIC shuffle between processes.
 //!
 //! A job is a builder function over a [`StreamEnvironment`]; building it yields a [`Job`]: a
-//! serialisable [`JobGraph`] plus the factories of its operators. [`plan::plan`] turns the graph
-//! into chained subtasks and channels; [`runtime::run_local`] runs them on threads in this
-//! process, and executors build the subtasks they are assigned with [`runtime::build_subtask`].
+//! serialisable [`JobGraph`] (operators with stable ids, parallelism, max parallelism, edges with
+//! their partitioning) plus the factories of its operators ([`registry::Registry`]).
+//! [`plan::plan`] turns the graph into chained subtasks and channels; [`runtime::run_local`] runs
+//! them on threads in this process. An executor rebuilds the same program from the job's name and
+//! parameters ([`jobs::build`]), adopts the graph the scheduler shipped ([`Job::adopt_graph`]) and
+//! instantiates the subtasks it was assigned with [`runtime::build_subtask`], by operator id.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use mesoflow_dataplane::source::VecSource;
+//! use mesoflow_dataplane::window::WindowAssigner;
+//! use mesoflow_dataplane::{EnvConfig, Rec, RuntimeConfig, SinkSpec, StreamEnvironment};
+//! use mesoflow_dataplane::{WatermarkStrategy, run_local};
+//!
+//! let lines = Arc::new(parking_lot::Mutex::new(Vec::new()));
+//! let mut env = StreamEnvironment::new(EnvConfig {
+//!     parallelism: 2,
+//!     sink: SinkSpec::Collect(lines.clone()),
+//!     ..Default::default()
+//! });
+//! // (sensor, time in ms)
+//! let readings = Arc::new(vec![Rec::untimed((1u32, 5i64)), Rec::untimed((1, 7)), Rec::untimed((2, 12))]);
+//! env.add_source("readings", move |ctx| Ok(VecSource::new(&readings, ctx.subtask, ctx.parallelism)))
+//!     .assign_timestamps_and_watermarks(|r| r.1, WatermarkStrategy::bounded_out_of_orderness(0))
+//!     .key_by(|r: &(u32, i64)| r.0)
+//!     .window(WindowAssigner::tumbling_event_time(10))
+//!     .count()?
+//!     .sink_lines("output", |(sensor, w, n), out| out.push_str(&format!("{sensor} {} {n}", w.end)));
+//! run_local(env.build()?, RuntimeConfig::default())?;
+//! let mut got = lines.lock().clone();
+//! got.sort();
+//! assert_eq!(got, vec!["1 10 2", "2 20 1"]);
+//! # Ok::<(), mesoflow_dataplane::EngineError>(())
+//! ```
+//!
+//! Records travel in batches with in-band control elements ([`Control`]: watermarks, idleness,
+//! checkpoint barriers, end of input); the sending side of every exchange is a
+//! [`exchange::ChannelSender`], so a remote channel (the QUIC shuffle) plugs in next to the local
+//! crossbeam one.
 
 pub mod checksum;
 pub mod context;
