@@ -351,6 +351,7 @@ async fn garbage_oversized_truncated_and_malformed_streams_reconnect_cleanly() {
         principal: "flow".into(),
         secret: "pw".into(),
     });
+    config.max_event_size = 1024;
     let (_handle, mut events, _task) = spawn(config, MasterSource::Static).expect("spawns");
     // Each bad stream must end the subscription with a clear reason, then the driver
     // subscribes again: (bytes sent, close the stream afterwards, expected reason text).
@@ -360,7 +361,11 @@ async fn garbage_oversized_truncated_and_malformed_streams_reconnect_cleanly() {
             false,
             "RecordIO length header contains byte 0x78",
         ),
-        (b"99999999999\n", false, "exceeds the maximum record size"),
+        (
+            b"2000\n",
+            false,
+            "record of 2000 bytes exceeds the maximum record size of 1024 bytes",
+        ),
         (b"10\nabc", true, "ended inside a record: 3 of 10 bytes"),
         (b"3\n\x12\xff\x01", false, "undecodable Event"),
     ];

@@ -110,6 +110,9 @@ pub struct SchedulerConfig {
     pub subscribe_timeout: Duration,
     /// Consecutive 307s followed without delay before backing off.
     pub max_immediate_redirects: u32,
+    /// Largest event accepted on the stream (RecordIO record size); a larger one ends the
+    /// subscription as corrupt.
+    pub max_event_size: usize,
     /// Seed of the jitter: random by default (so restarted schedulers do not retry in step),
     /// fixed in tests.
     pub seed: u64,
@@ -131,6 +134,7 @@ impl SchedulerConfig {
             implicit_reconcile_interval: Duration::from_secs(15 * 60),
             subscribe_timeout: Duration::from_secs(30),
             max_immediate_redirects: 3,
+            max_event_size: mesoflow_proto::recordio::DEFAULT_MAX_RECORD_LEN,
             seed: rand::random(),
         }
     }

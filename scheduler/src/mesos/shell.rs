@@ -300,6 +300,7 @@ pub fn spawn(
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(CALL_TIMEOUT)
         .build()?;
+    let max_event_size = config.max_event_size;
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (event_tx, event_rx) = mpsc::unbounded_channel();
     let driver = Driver {
@@ -307,6 +308,7 @@ pub fn spawn(
         stream_http,
         call_http,
         calls: None,
+        max_event_size,
         streams: HashMap::new(),
         event_tx,
     };
@@ -331,6 +333,7 @@ struct Driver {
     /// Queue of the task sending calls one at a time, in order (Mesos applies calls in the
     /// order it receives them: SUPPRESS then REVIVE must not swap).
     calls: Option<mpsc::UnboundedSender<(CallId, HttpRequest)>>,
+    max_event_size: usize,
     streams: HashMap<ConnectionId, JoinHandle<()>>,
     event_tx: mpsc::UnboundedSender<SchedulerEvent>,
 }
@@ -445,6 +448,7 @@ impl Driver {
                         self.stream_http.clone(),
                         conn,
                         request,
+                        self.max_event_size,
                         io_tx.clone(),
                     ));
                     self.streams.insert(conn, task);
@@ -517,6 +521,7 @@ async fn run_subscription(
     http: reqwest::Client,
     conn: ConnectionId,
     request: HttpRequest,
+    max_event_size: usize,
     io: mpsc::UnboundedSender<Io>,
 ) {
     let mut response = match build(&http, request).send().await {
@@ -543,7 +548,7 @@ async fn run_subscription(
     if io.send(Io::SubscribeResponse(conn, head)).is_err() {
         return;
     }
-    let mut decoder = RecordDecoder::new();
+    let mut decoder = RecordDecoder::with_max_record_len(max_event_size);
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
