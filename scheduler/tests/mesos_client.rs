@@ -1080,3 +1080,62 @@ fn offer_constraints_go_out_on_subscribe() {
         .expect("body");
     assert_eq!(sub.offer_constraints, Some(constraints));
 }
+
+#[test]
+fn launch_group_fills_in_the_framework_id_and_tracks_every_task() {
+    let mut h = Harness::new(config(&[("m1", 5050)]));
+    h.client.start(h.now);
+    let conn = h.subscribe("fw-9", "s");
+    h.event(conn, offers_event(vec![offer("o1", "a1")]));
+    h.events();
+    h.calls();
+    let executor = v1::ExecutorInfo {
+        r#type: Some(v1::executor_info::Type::Custom as i32),
+        executor_id: ExecutorId {
+            value: "exec-1".into(),
+        },
+        ..Default::default()
+    };
+    let task = |id: &str| TaskInfo {
+        name: id.into(),
+        task_id: TaskId { value: id.into() },
+        agent_id: AgentId { value: "a1".into() },
+        ..Default::default()
+    };
+    h.client
+        .launch_group(
+            vec![oid("o1")],
+            executor,
+            vec![task("g-1"), task("g-2")],
+            Some(v1::Filters {
+                refuse_seconds: Some(10.0),
+            }),
+        )
+        .expect("launches");
+    let calls = h.calls();
+    let accept = calls[0].2.accept.as_ref().expect("accept");
+    let op = &accept.operations[0];
+    assert_eq!(op.r#type(), v1::offer::operation::Type::LaunchGroup);
+    assert_eq!(op.id, None);
+    let group = op.launch_group.as_ref().expect("launch_group");
+    assert_eq!(
+        group
+            .executor
+            .framework_id
+            .as_ref()
+            .map(|f| f.value.as_str()),
+        Some("fw-9")
+    );
+    let ids: Vec<&str> = group
+        .task_group
+        .tasks
+        .iter()
+        .map(|t| t.task_id.value.as_str())
+        .collect();
+    assert_eq!(ids, vec!["g-1", "g-2"]);
+    assert_eq!(
+        accept.filters.as_ref().and_then(|f| f.refuse_seconds),
+        Some(10.0)
+    );
+    assert_eq!(h.client.tracked_tasks(), 2);
+}
