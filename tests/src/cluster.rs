@@ -30,6 +30,7 @@ use crate::agent::{
     Agent, AgentConfig, AgentOutput, ExecutorKey, LaunchRequest, ToMaster, launcher,
 };
 use crate::http::{self, Format, Rejection};
+use crate::json;
 use crate::master::{
     AgentCommand, AgentRegistration, AgentRemoval, CallReply, Master, MasterConfig, Output,
 };
@@ -122,6 +123,7 @@ enum Chunk {
 
 struct FrameworkStream {
     tx: mpsc::UnboundedSender<Chunk>,
+    format: Format,
 }
 
 struct AgentSlot {
@@ -140,7 +142,7 @@ struct Core {
     config: ClusterConfig,
     agents: BTreeMap<String, AgentSlot>,
     streams: HashMap<String, FrameworkStream>,
-    executor_streams: HashMap<u64, (String, mpsc::UnboundedSender<Chunk>)>,
+    executor_streams: HashMap<u64, (String, mpsc::UnboundedSender<Chunk>, Format)>,
     next_connection: u64,
     filter: Option<EventFilter>,
     processes: HashMap<(String, ExecutorKey), u32>,
@@ -429,7 +431,7 @@ impl Cluster {
         for pid in pids {
             launcher::kill_process_group(pid);
         }
-        core.executor_streams.retain(|_, (a, _)| a != agent_id);
+        core.executor_streams.retain(|_, (a, _, _)| a != agent_id);
         if let Some(m) = core.master.as_mut() {
             m.remove_agent(now, agent_id, how);
         }
@@ -634,13 +636,18 @@ fn pump_collect(core: &mut Core, now: Instant) -> Vec<(String, LaunchRequest)> {
                         }
                     }
                     AgentOutput::ExecutorEvent { connection, event } => {
-                        if let Some((_, tx)) = core.executor_streams.get(&connection) {
-                            let _ =
-                                tx.send(Chunk::Data(http::recordio_frame(&event.encode_to_vec())));
+                        if let Some((_, tx, format)) = core.executor_streams.get(&connection)
+                            && let Some(frame) = encode_event(
+                                *format,
+                                "mesos.v1.executor.Event",
+                                &event.encode_to_vec(),
+                            )
+                        {
+                            let _ = tx.send(Chunk::Data(frame));
                         }
                     }
                     AgentOutput::CloseConnection { connection } => {
-                        if let Some((_, tx)) = core.executor_streams.remove(&connection) {
+                        if let Some((_, tx, _)) = core.executor_streams.remove(&connection) {
                             let _ = tx.send(Chunk::End);
                         }
                     }
@@ -714,7 +721,10 @@ fn deliver_event(core: &mut Core, stream: &str, event: sched::Event) {
     let Some(s) = core.streams.get(stream) else {
         return;
     };
-    let frame = http::recordio_frame(&event.encode_to_vec());
+    let Some(frame) = encode_event(s.format, "mesos.v1.scheduler.Event", &event.encode_to_vec())
+    else {
+        return;
+    };
     match verdict {
         Delivery::Deliver => {
             let _ = s.tx.send(Chunk::Data(frame));
@@ -793,6 +803,43 @@ fn run_launches(shared: &Arc<Shared>, launches: Vec<(String, LaunchRequest)>) {
     }
 }
 
+/// Frames one event in the stream's negotiated format.
+fn encode_event(format: Format, full_name: &str, protobuf: &[u8]) -> Option<Bytes> {
+    match format {
+        Format::Protobuf => Some(http::recordio_frame(protobuf)),
+        Format::Json => match json::to_json(full_name, protobuf) {
+            Ok(text) => Some(http::recordio_frame(text.as_bytes())),
+            Err(error) => {
+                tracing::error!(%error, "cannot write event as JSON");
+                None
+            }
+        },
+    }
+}
+
+/// Decodes a request body in either format into a `Call`.
+fn decode_call<M: prost::Message + Default>(
+    format: Format,
+    full_name: &str,
+    body: &[u8],
+) -> Result<M, Rejection> {
+    let protobuf = match format {
+        Format::Protobuf => std::borrow::Cow::Borrowed(body),
+        Format::Json => std::borrow::Cow::Owned(json::from_json(full_name, body).map_err(|e| {
+            Rejection::new(
+                StatusCode::BAD_REQUEST,
+                format!("Failed to convert JSON into Call protobuf: {e}"),
+            )
+        })?),
+    };
+    M::decode(protobuf.as_ref()).map_err(|e| {
+        Rejection::new(
+            StatusCode::BAD_REQUEST,
+            format!("Failed to parse body into Call protobuf: {e}"),
+        )
+    })
+}
+
 // --------------------------------------------------------------------------------------------
 // HTTP handlers
 // --------------------------------------------------------------------------------------------
@@ -836,14 +883,6 @@ fn authenticate(core: &Core, headers: &HeaderMap) -> Result<Option<String>, Box<
     }
 }
 
-fn json_unsupported() -> Response {
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        "The mesoflow test master speaks application/x-protobuf only: send 'Content-Type: application/x-protobuf' and 'Accept: application/x-protobuf'",
-    )
-        .into_response()
-}
-
 async fn scheduler_handler(
     State((shared, index)): State<(Arc<Shared>, usize)>,
     method: Method,
@@ -884,18 +923,9 @@ fn scheduler_request(
         Ok(f) => f,
         Err(r) => return rejection(r),
     };
-    if format == Format::Json {
-        return json_unsupported();
-    }
-    let call = match sched::Call::decode(body.as_ref()) {
+    let call: sched::Call = match decode_call(format, "mesos.v1.scheduler.Call", body) {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("Failed to parse body into Call protobuf: {e}"),
-            )
-                .into_response();
-        }
+        Err(r) => return rejection(r),
     };
     let now = Instant::now();
     let is_subscribe = call.r#type == Some(sched::call::Type::Subscribe as i32);
@@ -909,13 +939,15 @@ fn scheduler_request(
             Ok(f) => f,
             Err(r) => return rejection(r),
         };
-        if stream_format == Format::Json {
-            return json_unsupported();
-        }
         let stream_id = uuid::Uuid::new_v4().to_string();
         let (tx, rx) = mpsc::unbounded_channel();
-        core.streams
-            .insert(stream_id.clone(), FrameworkStream { tx: tx.clone() });
+        core.streams.insert(
+            stream_id.clone(),
+            FrameworkStream {
+                tx: tx.clone(),
+                format: stream_format,
+            },
+        );
         let has_stream_header = headers.contains_key("Mesos-Stream-Id");
         let Some(master) = core.master.as_mut() else {
             return (StatusCode::SERVICE_UNAVAILABLE, "No leader elected").into_response();
@@ -949,7 +981,7 @@ fn scheduler_request(
                 start_pending_launches(&shared);
             }
         });
-        return stream_response(Format::Protobuf, Some(("mesos-stream-id", stream_id)), rx);
+        return stream_response(stream_format, Some(("mesos-stream-id", stream_id)), rx);
     }
     let stream_id = headers
         .get("Mesos-Stream-Id")
@@ -990,18 +1022,9 @@ fn executor_request(
         Ok(f) => f,
         Err(r) => return rejection(r),
     };
-    if format == Format::Json {
-        return json_unsupported();
-    }
-    let call = match v1::executor::Call::decode(body.as_ref()) {
+    let call: v1::executor::Call = match decode_call(format, "mesos.v1.executor.Call", body) {
         Ok(c) => c,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("Failed to parse body into Call protobuf: {e}"),
-            )
-                .into_response();
-        }
+        Err(r) => return rejection(r),
     };
     let mut core = shared.lock();
     let now = Instant::now();
@@ -1010,14 +1033,13 @@ fn executor_request(
             Ok(f) => f,
             Err(r) => return rejection(r),
         };
-        if stream_format == Format::Json {
-            return json_unsupported();
-        }
         let connection = core.next_connection;
         core.next_connection += 1;
         let (tx, rx) = mpsc::unbounded_channel();
-        core.executor_streams
-            .insert(connection, (agent_id.to_string(), tx.clone()));
+        core.executor_streams.insert(
+            connection,
+            (agent_id.to_string(), tx.clone(), stream_format),
+        );
         let Some(slot) = core.agents.get_mut(agent_id).filter(|s| !s.removed) else {
             return (StatusCode::SERVICE_UNAVAILABLE, "Agent is shutting down").into_response();
         };
@@ -1039,7 +1061,7 @@ fn executor_request(
                 }
             }
         });
-        return stream_response(Format::Protobuf, None, rx);
+        return stream_response(stream_format, None, rx);
     }
     let Some(slot) = core.agents.get_mut(agent_id).filter(|s| !s.removed) else {
         return (StatusCode::SERVICE_UNAVAILABLE, "Agent is shutting down").into_response();

@@ -7,12 +7,14 @@
 //! `Mesos-Stream-Id` rules, offer and launch validation, acknowledgement-driven status updates.
 //!
 //! Layout: [`resources`] (resource arithmetic), [`agent`] (fetcher, launcher, executor API),
+//! [`json`] (Mesos's JSON dialect), [`wire`] (protobuf conversions),
 //! [`master`] (the master's bookkeeping as a pure state machine), [`http`] (media types), and
 //! [`cluster`] (the tokio/axum shell that runs it all on 127.0.0.1 and exposes test hooks).
 
 pub mod agent;
 pub mod cluster;
 pub mod http;
+pub mod json;
 pub mod master;
 pub mod resources;
 pub mod wire;

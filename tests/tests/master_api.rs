@@ -768,3 +768,86 @@ async fn leader_change_answers_503_then_redirects_to_the_new_leader() {
     let s = again.update(SEC).await;
     assert_eq!(state_of(&s), TaskState::TaskStaging);
 }
+
+#[tokio::test]
+async fn json_clients_get_a_json_stream_in_the_mesos_dialect() {
+    let cluster = start(fast_config()).await;
+    let url = format!("{}/api/v1/scheduler", cluster.master_url());
+    let client = http_client();
+    let subscribe =
+        br#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"user":"u","name":"curl"}}}"#;
+    let r = post(
+        &client,
+        &url,
+        subscribe.to_vec(),
+        &[("Content-Type", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let stream_id = r.headers()["mesos-stream-id"].to_str().unwrap().to_string();
+    let mut events = EventReader::new(r);
+    let first: serde_json::Value =
+        serde_json::from_slice(&events.next_record(SEC).await.unwrap()).unwrap();
+    assert_eq!(first["type"], "SUBSCRIBED");
+    assert_eq!(first["subscribed"]["heartbeat_interval_seconds"], 1.0);
+    let framework_id = first["subscribed"]["framework_id"]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Exactly the record Mesos documents: 20\n{"type":"HEARTBEAT"}.
+    assert_eq!(
+        &events.next_record(SEC).await.unwrap()[..],
+        br#"{"type":"HEARTBEAT"}"#
+    );
+    let offers: serde_json::Value =
+        serde_json::from_slice(&events.next_record(3 * SEC).await.unwrap()).unwrap();
+    assert_eq!(offers["type"], "OFFERS");
+    let offer = &offers["offers"]["offers"][0];
+    assert_eq!(offer["resources"][0]["type"], "SCALAR");
+    let offer_id = offer["id"]["value"].as_str().unwrap().to_string();
+
+    // Calls in JSON too; a call missing a required field is a 400 naming it.
+    let decline = serde_json::json!({
+        "framework_id": {"value": framework_id},
+        "type": "DECLINE",
+        "decline": {"offer_ids": [{"value": offer_id}], "filters": {"refuse_seconds": 0.0}}
+    });
+    let r = post(
+        &client,
+        &url,
+        decline.to_string().into_bytes(),
+        &[
+            ("Content-Type", "application/json"),
+            ("Mesos-Stream-Id", &stream_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 202);
+    let broken = br#"{"type":"ACKNOWLEDGE","framework_id":{"value":"x"},"acknowledge":{"task_id":{"value":"t"}}}"#;
+    let r = post(
+        &client,
+        &url,
+        broken.to_vec(),
+        &[
+            ("Content-Type", "application/json"),
+            ("Mesos-Stream-Id", &stream_id),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let text = r.text().await.unwrap();
+    assert!(
+        text.contains("Missing required fields: acknowledge.agent_id, acknowledge.uuid"),
+        "{text}"
+    );
+    let r = post(
+        &client,
+        &url,
+        b"{oops".to_vec(),
+        &[("Content-Type", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("Malformed JSON"));
+}
