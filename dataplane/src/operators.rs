@@ -117,9 +117,11 @@ mod tests {
             }),
             Box::new(sink.clone()),
         );
-        let filter = FilterOp::new(Arc::new(|s: &String| s.len() > 1), Box::new(flat));
+        // The filter sees whole lines: the one built from 3 is dropped.
+        let filter = FilterOp::new(Arc::new(|s: &String| !s.starts_with("a3")), Box::new(flat));
         let mut map = MapOp::new(Arc::new(|n: u32| format!("a{n} b c{n}")), Box::new(filter));
-        map.batch(vec![Rec::new(5, 1), Rec::new(6, 22)]).unwrap();
+        map.batch(vec![Rec::new(5, 1), Rec::new(7, 3), Rec::new(6, 22)])
+            .unwrap();
         map.control(Control::Watermark(6)).unwrap();
         let got = sink.0.lock();
         let words: Vec<_> = got
@@ -127,7 +129,17 @@ mod tests {
             .iter()
             .map(|r| (r.ts, r.value.as_str()))
             .collect();
-        assert_eq!(words, vec![(5, "a1"), (5, "c1"), (6, "a22"), (6, "c22")]);
+        assert_eq!(
+            words,
+            vec![
+                (5, "a1"),
+                (5, "b"),
+                (5, "c1"),
+                (6, "a22"),
+                (6, "b"),
+                (6, "c22")
+            ]
+        );
         assert_eq!(got.controls, vec![Control::Watermark(6)]);
     }
 }
