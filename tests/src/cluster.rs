@@ -51,6 +51,9 @@ pub enum ClusterError {
     },
 }
 
+/// Largest request body accepted (a real master has no small limit; axum's default is 2 MiB).
+const MAX_BODY: usize = 64 << 20;
+
 /// One agent's configuration.
 #[derive(Debug, Clone)]
 pub struct AgentSpec {
@@ -279,6 +282,7 @@ impl Cluster {
                     "/slave(1)/api/v1/executor",
                     axum::routing::any(executor_handler),
                 )
+                .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
                 .with_state((shared.clone(), agent_id.clone()));
             let server = serve(listener, router);
             shared.lock().agents.insert(
@@ -310,6 +314,8 @@ impl Cluster {
                 "/master/api/v1/scheduler",
                 axum::routing::any(scheduler_handler),
             )
+            // Mesos sets no small body limit; ACCEPTs with many large TaskInfos must pass.
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
             .with_state((self.shared.clone(), index));
         let server = serve(listener, router);
         core.master_servers.push(server);
@@ -824,7 +830,15 @@ fn decode_call<M: prost::Message + Default>(
     body: &[u8],
 ) -> Result<M, Rejection> {
     let protobuf = match format {
-        Format::Protobuf => std::borrow::Cow::Borrowed(body),
+        Format::Protobuf => {
+            json::check_required(full_name, body).map_err(|e| {
+                Rejection::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("Failed to parse body into Call protobuf: {e}"),
+                )
+            })?;
+            std::borrow::Cow::Borrowed(body)
+        }
         Format::Json => std::borrow::Cow::Owned(json::from_json(full_name, body).map_err(|e| {
             Rejection::new(
                 StatusCode::BAD_REQUEST,

@@ -57,6 +57,20 @@ pub fn from_json(full_name: &str, text: &[u8]) -> Result<Vec<u8>, String> {
     Ok(prost::Message::encode_to_vec(&msg))
 }
 
+/// Checks that a serialized protobuf message has every proto2 `required` field, as protobuf's
+/// `ParseFromString` does on a real master (prost decodes a missing required field as empty).
+pub fn check_required(full_name: &str, bytes: &[u8]) -> Result<(), String> {
+    let desc = message(full_name)?;
+    let msg = DynamicMessage::decode(desc, bytes).map_err(|e| e.to_string())?;
+    let mut missing = Vec::new();
+    missing_required(&msg, "", &mut missing);
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("Missing required fields: {}", missing.join(", ")))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Output
 // ---------------------------------------------------------------------------------------------
@@ -392,6 +406,31 @@ mod tests {
         };
         let text = to_json("mesos.v1.MasterInfo", &master.encode_to_vec()).unwrap();
         assert!(text.contains(r#""capabilities":[{}]"#), "{text}");
+    }
+
+    #[test]
+    fn protobuf_missing_required_fields_are_found() {
+        // prost always writes required strings, so build the bytes by hand: an empty
+        // FrameworkInfo is what a client that never set user/name sends.
+        let mut subscribe = Vec::new();
+        prost::encoding::bytes::encode(1, &Vec::<u8>::new(), &mut subscribe);
+        let mut bytes = Vec::new();
+        prost::encoding::int32::encode(
+            2,
+            &(v1::scheduler::call::Type::Subscribe as i32),
+            &mut bytes,
+        );
+        prost::encoding::bytes::encode(3, &subscribe, &mut bytes);
+        assert_eq!(
+            check_required("mesos.v1.scheduler.Call", &bytes).unwrap_err(),
+            "Missing required fields: subscribe.framework_info.user, subscribe.framework_info.name"
+        );
+        let call = v1::scheduler::Call {
+            r#type: Some(v1::scheduler::call::Type::Subscribe as i32),
+            subscribe: Some(Default::default()),
+            ..Default::default()
+        };
+        assert!(check_required("mesos.v1.scheduler.Call", &call.encode_to_vec()).is_ok());
     }
 
     #[test]
