@@ -356,6 +356,18 @@ async fn executor_api_updates_acks_messages_kill_and_shutdown() {
         .unwrap();
     assert_eq!(launch.task.task_id.value, "t1");
 
+    // Garbage and truncated bodies are clear 400s; the agent keeps serving.
+    for body in [vec![0xffu8; 64], vec![0x0a, 0x10, 0x01]] {
+        let r = post(&ex.client, &ex.url, body, &[("Content-Type", PROTOBUF)]).await;
+        assert_eq!(r.status(), 400);
+        assert!(
+            r.text()
+                .await
+                .unwrap()
+                .contains("Failed to parse body into Call protobuf")
+        );
+    }
+
     // Strict UPDATE validation.
     let text_uuid = Bytes::from(uuid::Uuid::new_v4().to_string());
     let r = ex
