@@ -24,7 +24,7 @@ use v1::{TaskState, scheduler as sched};
 
 use crate::http::Rejection;
 use crate::resources::{AttributeValue, Resources};
-use crate::wire::{self, ResourceFormat, has_capability, is_terminal};
+use crate::wire::{self, ResourceFormat, has_capability, is_terminal, validate_id};
 
 /// Identifies one subscription stream (the `Mesos-Stream-Id` value).
 pub type StreamId = String;
@@ -2051,8 +2051,6 @@ fn failover_timeout(info: &v1::FrameworkInfo) -> Duration {
         Duration::ZERO
     }
 }
-
-use crate::wire::validate_id;
 
 #[cfg(test)]
 mod tests;
