@@ -35,6 +35,16 @@ pub enum EngineError {
         /// What went wrong.
         message: String,
     },
+    /// An input channel closed without end of input: a consequence of another subtask's
+    /// failure, reported only when no cause was recorded.
+    #[error("subtask {task}: an upstream subtask stopped without ending its output")]
+    UpstreamVanished {
+        /// `operator (i/p)` of the subtask that noticed.
+        task: String,
+    },
+    /// The reader of stdout went away (`mesoflow run ... | head`): the job stops quietly.
+    #[error("stdout was closed by its reader")]
+    OutputClosed,
     /// The job was cancelled (Ctrl-C or an explicit cancel) before it finished.
     #[error("job cancelled")]
     Cancelled,

@@ -265,9 +265,8 @@ fn vanished(ctx: &TaskContext) -> EngineError {
     if ctx.cancel.is_cancelled() {
         EngineError::Cancelled
     } else {
-        EngineError::TaskFailed {
+        EngineError::UpstreamVanished {
             task: ctx.task_name(),
-            message: "an upstream subtask stopped without ending its output".into(),
         }
     }
 }

@@ -72,10 +72,14 @@ impl JobHandle {
     /// Waits for all subtasks. The first failure (other than cancellation) is the job's error.
     pub fn join(self) -> Result<JobResult> {
         let mut cancelled = false;
+        let mut secondary = None;
         for (name, t) in self.threads {
             match t.join() {
                 Ok(Ok(())) => {}
                 Ok(Err(EngineError::Cancelled)) => cancelled = true,
+                Ok(Err(e @ EngineError::UpstreamVanished { .. })) => {
+                    secondary.get_or_insert(e);
+                }
                 Ok(Err(e)) => {
                     let mut first = self.first_error.lock();
                     if first.is_none() {
@@ -98,7 +102,7 @@ impl JobHandle {
                 }
             }
         }
-        if let Some(e) = self.first_error.lock().take() {
+        if let Some(e) = self.first_error.lock().take().or(secondary) {
             return Err(e);
         }
         let m = &self.metrics;
@@ -400,6 +404,16 @@ pub fn start_local(job: Job, config: RuntimeConfig) -> Result<JobHandle> {
                             message: format!("panicked: {message}"),
                         })
                     });
+                if let Err(EngineError::UpstreamVanished { .. }) = &res {
+                    // The cause is another subtask's error, recorded by that subtask.
+                    cancel.cancel();
+                    return res;
+                }
+                if let Err(EngineError::OutputClosed) = &res {
+                    tracing::debug!(task = %task, "stdout closed; stopping the job");
+                    cancel.cancel();
+                    return Err(EngineError::Cancelled);
+                }
                 if let Err(e) = &res
                     && !matches!(e, EngineError::Cancelled)
                 {

@@ -25,6 +25,18 @@ enum Target {
     Collect(Arc<parking_lot::Mutex<Vec<String>>>),
 }
 
+/// The error of a failed write to stdout: a closed pipe is not a failure of the job.
+fn stdout_error(cause: std::io::Error) -> EngineError {
+    if cause.kind() == std::io::ErrorKind::BrokenPipe {
+        EngineError::OutputClosed
+    } else {
+        EngineError::Output {
+            path: "stdout".into(),
+            cause,
+        }
+    }
+}
+
 /// Writes lines to the configured target.
 pub struct LineSink<T, F> {
     format: Arc<F>,
@@ -81,10 +93,7 @@ pub fn line_sink<T: Send + 'static, F: Fn(&T, &mut String) + Send + Sync + 'stat
 impl<T: Send, F: Fn(&T, &mut String) + Send + Sync> LineSink<T, F> {
     fn flush(&mut self) -> Result<()> {
         match &mut self.target {
-            Target::Stdout(w) => w.flush().map_err(|cause| EngineError::Output {
-                path: "stdout".into(),
-                cause,
-            }),
+            Target::Stdout(w) => w.flush().map_err(stdout_error),
             Target::File(w, p) => w.flush().map_err(|cause| EngineError::Output {
                 path: p.clone(),
                 cause,
@@ -109,11 +118,7 @@ impl<T: Send, F: Fn(&T, &mut String) + Send + Sync> Emitter<T> for LineSink<T, F
                     self.line.clear();
                     fmt(&r.value, &mut self.line);
                     self.line.push('\n');
-                    w.write_all(self.line.as_bytes())
-                        .map_err(|cause| EngineError::Output {
-                            path: "stdout".into(),
-                            cause,
-                        })?;
+                    w.write_all(self.line.as_bytes()).map_err(stdout_error)?;
                 }
             }
             Target::File(w, p) => {

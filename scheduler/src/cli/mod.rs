@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use mesoflow_dataplane::checksum::checksum_line;
 use mesoflow_dataplane::jobs::{self, Params};
 use mesoflow_dataplane::runtime::JobResult;
-use mesoflow_dataplane::{EngineError, EnvConfig, JobMetrics, SinkSpec};
+use mesoflow_dataplane::{EnvConfig, JobMetrics, SinkSpec};
 
 use config::LocalConfig;
 
@@ -168,6 +168,10 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
         Ok(r) => r,
         Err(e) => return Err(anyhow::Error::new(e).context(format!("job '{}' failed", args.job))),
     };
+    if result.cancelled && !INTERRUPTED.load(std::sync::atomic::Ordering::Acquire) {
+        // Not Ctrl-C: stdout's reader went away (`mesoflow run ... | head`). Stop quietly.
+        return Ok(ExitCode::SUCCESS);
+    }
     if is_checksum {
         println!("{}", checksum_line(result.records_out, result.checksum));
     }
@@ -198,7 +202,10 @@ pub fn summary(job: &str, r: &JobResult) -> String {
     )
 }
 
-/// Stops the job cleanly on Ctrl-C (SIGINT) and SIGTERM.
+/// Set when the user pressed Ctrl-C (as opposed to the job stopping for another reason).
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Stops the job cleanly on Ctrl-C (SIGINT).
 fn spawn_ctrl_c_handler(cancel: mesoflow_dataplane::CancelToken) {
     let spawned = std::thread::Builder::new()
         .name("signals".into())
@@ -215,6 +222,7 @@ fn spawn_ctrl_c_handler(cancel: mesoflow_dataplane::CancelToken) {
             };
             rt.block_on(async {
                 if tokio::signal::ctrl_c().await.is_ok() {
+                    INTERRUPTED.store(true, std::sync::atomic::Ordering::Release);
                     eprintln!("\nstopping (Ctrl-C)...");
                     cancel.cancel();
                 }
@@ -279,11 +287,6 @@ impl Progress {
             let _ = t.join();
         }
     }
-}
-
-/// True when an error is the job being cancelled.
-pub fn is_cancelled(e: &EngineError) -> bool {
-    matches!(e, EngineError::Cancelled)
 }
 
 #[cfg(test)]
