@@ -128,7 +128,7 @@ run_engine() {
   echo "$(tail -n 1 "$tm") ${result// /_}"
 }
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print 0; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 # Checkpointed rows need `mesoflow run` to accept MESOFLOW_CHECKPOINT_ARGS; until it does they
 # are skipped (and said so) rather than spending Flink runs on rows that cannot be compared.
