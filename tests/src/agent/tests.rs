@@ -13,7 +13,7 @@ fn agent() -> Agent {
         "A",
         "127.0.0.1",
         5051,
-        PathBuf::from("/work"),
+        PathBuf::from("/var/lib/mesos"),
         Resources::parse("cpus:2;mem:1024").unwrap(),
     );
     config.executor_shutdown_grace_period = Duration::from_secs(5);
@@ -85,7 +85,7 @@ fn running(t0: Instant) -> Agent {
     a.run_tasks(t0, framework(false), executor(), vec![task("T")], false);
     let out = drain(&mut a);
     assert!(matches!(&out[0], AgentOutput::Launch(r)
-        if r.sandbox == std::path::Path::new(&format!("/work/slaves/A/frameworks/F/executors/E/runs/{}", r.container_id))));
+        if r.sandbox == std::path::Path::new(&format!("/var/lib/mesos/slaves/A/frameworks/F/executors/E/runs/{}", r.container_id))));
     a.container_started(t0, &key(), PID);
     a.executor_subscribe(t0, &subscribe_call(), 7).unwrap();
     let out = drain(&mut a);
