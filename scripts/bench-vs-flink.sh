@@ -17,7 +17,7 @@
 #   --no-build    use the existing binaries
 #   --out FILE    also write the table (markdown) to FILE
 # Environment:
-#   MESOFLOW_BIN              mesoflow CLI (default: target/release/mesoflow)
+#   MESOFLOW_BIN              mesoflow CLI (default: $CARGO_TARGET_DIR or target, release/mesoflow)
 #   MESOFLOW_CHECKPOINT_ARGS  mesoflow flags for "checkpoint every 1 s"
 #                             (default: -Dexecution.checkpointing.interval=1s, Flink's key)
 #   FLINK_JAVA_OPTS           extra JVM flags for the Flink side (default: none, JVM ergonomics)
@@ -26,7 +26,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FLINK_DIR="$ROOT/tests/peers/flink"
 FLINK_JAR="$FLINK_DIR/target/mesoflow-flink-baseline.jar"
-MESOFLOW_BIN=${MESOFLOW_BIN:-$ROOT/target/release/mesoflow}
+MESOFLOW_BIN=${MESOFLOW_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mesoflow}
 MESOFLOW_CHECKPOINT_ARGS=${MESOFLOW_CHECKPOINT_ARGS:--Dexecution.checkpointing.interval=1s}
 FLINK_JAVA_OPTS=${FLINK_JAVA_OPTS:-}
 
@@ -48,6 +48,10 @@ if [[ -z $RUNS ]]; then RUNS=$(( SMOKE ? 1 : 3 )); fi
 if ! [[ $RUNS =~ ^[1-9][0-9]*$ ]]; then echo "error: --runs must be a positive integer, got '$RUNS'" >&2; exit 2; fi
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "error: '$1' not found: $2" >&2; exit 2; }; }
+if [[ ! -x /usr/bin/time ]] && [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing GNU time (Debian package 'time') for CPU and RSS figures" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time; } >&2 || true
+fi
 [[ -x /usr/bin/time ]] || { echo "error: /usr/bin/time not found: install GNU time (apt-get install time)" >&2; exit 2; }
 need java "install a JDK 17+"
 need awk "install awk"
@@ -142,6 +146,7 @@ if (( ! FLINK_ONLY )); then
 fi
 
 ROWS=()
+INVALID_ROWS=0
 echo "runs per engine: $RUNS; parallelism 2; $(nproc) cores" >&2
 for w in "${WORKLOADS[@]}"; do
   IFS='|' read -r name job params flink_params ckpt_modes <<<"$w"
@@ -169,6 +174,7 @@ for w in "${WORKLOADS[@]}"; do
     elif grep -q NO-RESULT <<<"$results"; then status="INVALID (no result line)"
     elif [[ $(wc -l <<<"$results") -ne 1 ]]; then status="INVALID (checksums differ)"; fi
     result=$(grep -vE 'FAILED|NO-RESULT' <<<"$results" | tr _ ' ' | paste -sd '/' - || true)
+    if [[ $status == INVALID* ]]; then INVALID_ROWS=$((INVALID_ROWS + 1)); fi
     if (( FLINK_ONLY )) && [[ $status == ok ]]; then status=flink-only; fi
     for engine in mesoflow flink; do
       f="$WORK/$engine.runs"
@@ -204,3 +210,9 @@ done
   echo
   echo "Medians of $RUNS run(s) per engine, alternating; parallelism 2; ratios are mesoflow / Flink."
 } | tee "${OUT:-/dev/null}"
+
+# A row whose engines disagree (or that failed) makes the whole run fail, so CI notices.
+if (( INVALID_ROWS > 0 )); then
+  echo "error: $INVALID_ROWS row(s) INVALID: the engines' results differ or a run failed" >&2
+  exit 1
+fi
