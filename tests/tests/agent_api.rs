@@ -295,13 +295,7 @@ async fn executor_api_updates_acks_messages_kill_and_shutdown() {
     .await;
     // What the launch left is offered again at once; keep it for a second task.
     let spare = fw.offers(3 * SEC).await.remove(0);
-    assert!(
-        eventually(3 * SEC, || cluster
-            .executors()
-            .iter()
-            .any(|e| e.3.is_some()))
-        .await
-    );
+    assert!(executor_process_started(&cluster, 3 * SEC).await);
     let agent = cluster.agent_ids()[0].clone();
     let ex = RawExecutor {
         client: http_client(),
@@ -575,24 +569,8 @@ async fn killed_executor_process_fails_its_tasks_and_reports_the_signal() {
     let cluster = Cluster::start(fast_config(1)).await.unwrap();
     let mut fw = RawScheduler::subscribe(&cluster.master_url(), framework_info("kill9")).await;
     let offer = fw.offers(3 * SEC).await.remove(0);
-    fw.launch(
-        &offer,
-        vec![task(
-            "t",
-            &offer,
-            shell_executor("e", "sleep 30"),
-            0.1,
-            32.0,
-        )],
-    )
-    .await;
-    assert!(
-        eventually(3 * SEC, || cluster
-            .executors()
-            .iter()
-            .any(|e| e.3.is_some()))
-        .await
-    );
+    fw.launch_sleeper(&offer, "t", "e", 30).await;
+    assert!(executor_process_started(&cluster, 3 * SEC).await);
     assert!(cluster.kill_executor(&fw.framework_id, "e"));
     let events = collect_until(&mut fw, 5 * SEC, |seen| {
         seen.iter().any(|e| e.failure.is_some()) && seen.iter().any(|e| e.update.is_some())
@@ -633,24 +611,8 @@ async fn agent_removal_gives_failure_and_partition_aware_states() {
         .find(|o| o.agent_id.value == agents[1])
         .unwrap()
         .clone();
-    pa.launch(
-        &on0,
-        vec![task(
-            "t0",
-            &on0,
-            shell_executor("e0", "sleep 30"),
-            0.1,
-            32.0,
-        )],
-    )
-    .await;
-    assert!(
-        eventually(3 * SEC, || cluster
-            .executors()
-            .iter()
-            .any(|e| e.3.is_some()))
-        .await
-    );
+    pa.launch_sleeper(&on0, "t0", "e0", 30).await;
+    assert!(executor_process_started(&cluster, 3 * SEC).await);
 
     cluster.remove_agent(&agents[0], AgentRemoval::Unreachable);
     let events = collect_until(&mut pa, 3 * SEC, |seen| {
@@ -700,18 +662,7 @@ async fn agent_removal_gives_failure_and_partition_aware_states() {
     let mut plain = RawScheduler::subscribe(&cluster.master_url(), framework_info("plain")).await;
     pa.decline(&offers, 600.0).await;
     let offer = plain.offers(3 * SEC).await.remove(0);
-    plain
-        .launch(
-            &offer,
-            vec![task(
-                "p1",
-                &offer,
-                shell_executor("e1", "sleep 30"),
-                0.1,
-                32.0,
-            )],
-        )
-        .await;
+    plain.launch_sleeper(&offer, "p1", "e1", 30).await;
     assert!(
         eventually(3 * SEC, || cluster
             .executors()
@@ -734,25 +685,9 @@ async fn subscribed_raw_executor(
     fw: &mut RawScheduler,
 ) -> (RawExecutor, EventReader, v1::Offer) {
     let offer = fw.offers(3 * SEC).await.remove(0);
-    fw.launch(
-        &offer,
-        vec![task(
-            "t1",
-            &offer,
-            shell_executor("e", "sleep 30"),
-            0.1,
-            32.0,
-        )],
-    )
-    .await;
+    fw.launch_sleeper(&offer, "t1", "e", 30).await;
     let spare = fw.offers(3 * SEC).await.remove(0);
-    assert!(
-        eventually(3 * SEC, || cluster
-            .executors()
-            .iter()
-            .any(|e| e.3.is_some()))
-        .await
-    );
+    assert!(executor_process_started(cluster, 3 * SEC).await);
     let agent = cluster.agent_ids()[0].clone();
     let ex = RawExecutor {
         client: http_client(),

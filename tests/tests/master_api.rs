@@ -475,17 +475,7 @@ async fn partition_aware_invalid_offers_are_dropped_and_reconciliation_answers()
     let mut fw = RawScheduler::subscribe(&cluster.master_url(), info).await;
     let offer = fw.offers(3 * SEC).await.remove(0);
     fw.decline(std::slice::from_ref(&offer), 0.0).await;
-    fw.launch(
-        &offer,
-        vec![task(
-            "late",
-            &offer,
-            shell_executor("e", "sleep 30"),
-            0.1,
-            32.0,
-        )],
-    )
-    .await;
+    fw.launch_sleeper(&offer, "late", "e", 30).await;
     let s = fw.update(SEC).await;
     assert_eq!(state_of(&s), TaskState::TaskDropped);
     assert_eq!(reason_of(&s), Some(Reason::InvalidOffers));
@@ -520,24 +510,9 @@ async fn failover_with_the_same_id_and_removed_framework() {
     let base = cluster.master_url();
     let mut first = RawScheduler::subscribe(&base, framework_info("failover")).await;
     let offer = first.offers(3 * SEC).await.remove(0);
-    first
-        .launch(
-            &offer,
-            vec![task(
-                "t1",
-                &offer,
-                shell_executor("e1", "sleep 30"),
-                0.1,
-                32.0,
-            )],
-        )
-        .await;
+    first.launch_sleeper(&offer, "t1", "e1", 30).await;
     assert!(
-        eventually(2 * SEC, || cluster
-            .executors()
-            .iter()
-            .any(|e| e.3.is_some()))
-        .await,
+        executor_process_started(&cluster, 2 * SEC).await,
         "executor started"
     );
 
@@ -602,24 +577,8 @@ async fn failover_timeout_expiry_removes_the_framework_and_kills_its_executors()
     info.failover_timeout = Some(1.0);
     let mut fw = RawScheduler::subscribe(&base, info.clone()).await;
     let offer = fw.offers(3 * SEC).await.remove(0);
-    fw.launch(
-        &offer,
-        vec![task(
-            "t",
-            &offer,
-            shell_executor("e", "sleep 60"),
-            0.1,
-            32.0,
-        )],
-    )
-    .await;
-    assert!(
-        eventually(2 * SEC, || cluster
-            .executors()
-            .iter()
-            .any(|e| e.3.is_some()))
-        .await
-    );
+    fw.launch_sleeper(&offer, "t", "e", 60).await;
+    assert!(executor_process_started(&cluster, 2 * SEC).await);
     let id = fw.framework_id();
     drop(fw);
     // Disconnected: non-SUBSCRIBE calls are forbidden until the timeout removes it.
@@ -728,24 +687,8 @@ async fn leader_change_answers_503_then_redirects_to_the_new_leader() {
     let old = cluster.master_url();
     let mut fw = RawScheduler::subscribe(&old, framework_info("leader")).await;
     let offer = fw.offers(3 * SEC).await.remove(0);
-    fw.launch(
-        &offer,
-        vec![task(
-            "t",
-            &offer,
-            shell_executor("e", "sleep 30"),
-            0.1,
-            32.0,
-        )],
-    )
-    .await;
-    assert!(
-        eventually(2 * SEC, || cluster
-            .executors()
-            .iter()
-            .any(|e| e.3.is_some()))
-        .await
-    );
+    fw.launch_sleeper(&offer, "t", "e", 30).await;
+    assert!(executor_process_started(&cluster, 2 * SEC).await);
 
     let c = cluster.clone();
     let failover =

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use mesoflow_proto::mesos::v1;
 use mesoflow_proto::recordio::RecordDecoder;
+use mesoflow_tests::cluster::Cluster;
 use prost::Message as _;
 use v1::scheduler as sched;
 
@@ -290,6 +291,20 @@ impl RawScheduler {
         self.accept(std::slice::from_ref(&offer.id), tasks).await;
     }
 
+    /// Launches one task `task_id` on a new shell executor `executor_id` that sleeps for `secs`
+    /// seconds, with 0.1 cpus and 32 MB from `offer`: the long-lived task most tests need.
+    pub async fn launch_sleeper(
+        &self,
+        offer: &v1::Offer,
+        task_id: &str,
+        executor_id: &str,
+        secs: u32,
+    ) {
+        let executor = shell_executor(executor_id, &format!("sleep {secs}"));
+        self.launch(offer, vec![task(task_id, offer, executor, 0.1, 32.0)])
+            .await;
+    }
+
     pub async fn accept(&self, offer_ids: &[v1::OfferId], tasks: Vec<v1::TaskInfo>) {
         self.call_ok(sched::Call {
             r#type: Some(sched::call::Type::Accept as i32),
@@ -404,6 +419,17 @@ pub fn reason_of(status: &v1::TaskStatus) -> Option<v1::task_status::Reason> {
     status
         .reason
         .and_then(|r| v1::task_status::Reason::try_from(r).ok())
+}
+
+/// Waits until some executor process of `cluster` has been started (it has a pid).
+pub async fn executor_process_started(cluster: &Cluster, timeout: Duration) -> bool {
+    eventually(timeout, || {
+        cluster
+            .executors()
+            .iter()
+            .any(|(_agent, _framework, _executor, pid, _sandbox)| pid.is_some())
+    })
+    .await
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
