@@ -6,6 +6,7 @@
 //!   `tools/gen_mesos_protos.py`) with protox and prost: no system `protoc` is needed.
 //! - [`internal`]: mesoflow's own control messages carried in opaque Mesos byte fields
 //!   (`TaskInfo.data`, executor and scheduler MESSAGE data).
+//! - [`control`]: the JobManager <-> TaskManager control protocol.
 //! - [`recordio`]: the `<decimal length>\n<bytes>` framing of the Mesos event streams.
 //!
 //! Decoding is tolerant where Mesos requires it: unknown fields are skipped and enum fields are
@@ -51,4 +52,14 @@ pub mod mesos {
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 pub mod internal {
     include!(concat!(env!("OUT_DIR"), "/mesoflow.internal.rs"));
+}
+
+/// The JobManager <-> TaskManager control protocol (`mesoflow.control`), see
+/// `proto/mesoflow/control.proto`.
+#[allow(clippy::all, missing_docs, rustdoc::all)]
+pub mod control {
+    include!(concat!(env!("OUT_DIR"), "/mesoflow.control.rs"));
+
+    /// Version of the control protocol this build speaks.
+    pub const PROTOCOL_VERSION: u32 = 1;
 }
