@@ -42,6 +42,16 @@ pub enum EngineError {
         /// `operator (i/p)` of the subtask that noticed.
         task: String,
     },
+    /// A channel to or from another executor failed (connection lost, peer reset, corrupt or
+    /// tampered data refused).
+    #[error("channel {channel} failed: {cause}")]
+    Channel {
+        /// Which channel (`job/attempt/exchange/producer->consumer`).
+        channel: String,
+        /// What the shuffle reported.
+        #[source]
+        cause: crate::shuffle::ShuffleError,
+    },
     /// The reader of stdout went away (`mesoflow run ... | head`): the job stops quietly.
     #[error("stdout was closed by its reader")]
     OutputClosed,

@@ -2,45 +2,16 @@
 //!
 //! This is the one place where batches are built for shipping ([`ExchangeOutput::push`]) and the
 //! one place where they are shipped ([`ChannelSender::send`]). A channel is anything that accepts
-//! messages for one target subtask: a bounded crossbeam channel inside a process (its capacity is
-//! the backpressure), or a QUIC stream to another executor.
+//! messages for one target subtask ([`crate::runtime::channel`]): a bounded crossbeam channel
+//! inside a process (its capacity is the backpressure), or a QUIC stream to another executor.
 
 use std::marker::PhantomData;
 
-use crossbeam_channel::{Receiver, Sender};
-
 use crate::element::{Batch, Control, Message, Rec};
 use crate::emitter::Emitter;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::key_groups::{Key, key_hash, subtask_for_key_group};
-
-/// One outgoing channel to one target subtask.
-pub trait ChannelSender<T>: Send {
-    /// Ships a message, blocking while the receiver is full (backpressure). Fails when the
-    /// receiver is gone (the job is being cancelled or the receiver failed).
-    fn send(&mut self, message: Message<T>) -> Result<()>;
-}
-
-/// A channel inside the process: a bounded crossbeam channel of batches.
-pub struct LocalSender<T> {
-    tx: Sender<Message<T>>,
-}
-
-impl<T: Send> ChannelSender<T> for LocalSender<T> {
-    #[inline]
-    fn send(&mut self, message: Message<T>) -> Result<()> {
-        self.tx.send(message).map_err(|_| EngineError::Cancelled)
-    }
-}
-
-/// Creates a local channel holding at most `capacity` messages (batches or control elements).
-pub fn local_channel<T: Send>(capacity: usize) -> (LocalSender<T>, Receiver<Message<T>>) {
-    let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-    (LocalSender { tx }, rx)
-}
-
-/// Boxed channel sender, as the runtime wires them.
-pub type BoxSender<T> = Box<dyn ChannelSender<T>>;
+use crate::runtime::channel::BoxSender;
 
 /// Chooses the target channel of each record.
 pub trait Partitioner<T>: Send {
@@ -159,8 +130,10 @@ impl<T: Send, P: Partitioner<T>> Emitter<T> for ExchangeOutput<T, P> {
             Control::Flush => self.flush(),
             c => {
                 self.flush()?;
-                for tx in &mut self.senders {
-                    tx.send(Message::Control(c))?;
+                if let Some(event) = c.to_event() {
+                    for tx in &mut self.senders {
+                        tx.send(Message::Event(event))?;
+                    }
                 }
                 Ok(())
             }
@@ -195,8 +168,10 @@ impl<T: Clone + Send> Emitter<T> for BroadcastOutput<T> {
         match control {
             Control::ProcessingTime(_) | Control::Flush => Ok(()),
             c => {
-                for tx in &mut self.senders {
-                    tx.send(Message::Control(c))?;
+                if let Some(event) = c.to_event() {
+                    for tx in &mut self.senders {
+                        tx.send(Message::Event(event))?;
+                    }
                 }
                 Ok(())
             }
@@ -207,9 +182,11 @@ impl<T: Clone + Send> Emitter<T> for BroadcastOutput<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::element::ChannelEvent;
+    use crate::runtime::channel::{InputParker, LocalReceiver, local_channel};
 
-    fn drain<T>(rx: &Receiver<Message<T>>) -> Vec<Message<T>> {
-        rx.try_iter().collect()
+    fn drain<T>(rx: &LocalReceiver<T>) -> Vec<Message<T>> {
+        rx.drain()
     }
 
     #[test]
@@ -217,7 +194,7 @@ mod tests {
         let p = 3usize;
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..p)
             .map(|_| {
-                let (tx, rx) = local_channel::<u64>(1000);
+                let (tx, rx) = local_channel::<u64>(1000, InputParker::new().1);
                 (Box::new(tx) as BoxSender<u64>, rx)
             })
             .unzip();
@@ -229,7 +206,10 @@ mod tests {
         for (i, rx) in receivers.iter().enumerate() {
             let msgs = drain(rx);
             // Every message but the last is a batch; the last is the watermark after the flush.
-            assert_eq!(msgs.last(), Some(&Message::Control(Control::Watermark(99))));
+            assert_eq!(
+                msgs.last(),
+                Some(&Message::Event(ChannelEvent::Watermark(99)))
+            );
             for m in &msgs[..msgs.len() - 1] {
                 let Message::Batch(b) = m else {
                     panic!("expected batch")
@@ -249,7 +229,7 @@ mod tests {
     fn rebalance_spreads_round_robin() {
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..2)
             .map(|_| {
-                let (tx, rx) = local_channel::<u32>(100);
+                let (tx, rx) = local_channel::<u32>(100, InputParker::new().1);
                 (Box::new(tx) as BoxSender<u32>, rx)
             })
             .unzip();
@@ -263,7 +243,7 @@ mod tests {
                     .into_iter()
                     .flat_map(|m| match m {
                         Message::Batch(b) => b.into_iter().map(|r| r.value).collect(),
-                        Message::Control(_) => vec![],
+                        Message::Event(_) => vec![],
                     })
                     .collect()
             })

@@ -6,7 +6,7 @@
 //! checkpoint barriers (a channel that delivered barrier `n` is blocked until all have), and
 //! turns "every channel ended" into a final watermark plus end of input.
 
-use crate::element::{Control, MAX_WATERMARK};
+use crate::element::{Barrier, ChannelEvent, Control, MAX_WATERMARK};
 
 #[derive(Debug, Clone)]
 struct ChannelState {
@@ -25,7 +25,7 @@ pub struct InputGate {
     /// Whether downstream was told the whole input is idle.
     idle_forwarded: bool,
     /// The checkpoint being aligned.
-    aligning: Option<u64>,
+    aligning: Option<Barrier>,
 }
 
 impl InputGate {
@@ -87,11 +87,12 @@ impl InputGate {
         Vec::new()
     }
 
-    /// Handles a control element from `channel`; returns what to forward, in order.
-    pub fn on_control(&mut self, channel: usize, control: Control) -> Vec<Control> {
+    /// Handles an event from `channel`; returns what to forward, in order. `Cancel` ends the
+    /// channel like end of partition; the runtime decides what a cancelled upstream means.
+    pub fn on_event(&mut self, channel: usize, event: ChannelEvent) -> Vec<Control> {
         let mut out = Vec::new();
-        match control {
-            Control::Watermark(w) => {
+        match event {
+            ChannelEvent::Watermark(w) => {
                 let c = &mut self.channels[channel];
                 c.idle = false;
                 if w > c.watermark {
@@ -100,7 +101,7 @@ impl InputGate {
                 self.idle_forwarded = false;
                 self.advance(&mut out);
             }
-            Control::Idle => {
+            ChannelEvent::Idle => {
                 self.channels[channel].idle = true;
                 self.advance(&mut out);
                 let all_idle = self.channels.iter().all(|c| c.idle || c.ended);
@@ -109,8 +110,8 @@ impl InputGate {
                     out.push(Control::Idle);
                 }
             }
-            Control::Barrier(id) => self.on_barrier(channel, id, &mut out),
-            Control::EndOfInput => {
+            ChannelEvent::Barrier(barrier) => self.on_barrier(channel, barrier, &mut out),
+            ChannelEvent::EndOfPartition | ChannelEvent::Cancel => {
                 self.channels[channel].ended = true;
                 self.channels[channel].blocked = false;
                 self.check_aligned(&mut out);
@@ -124,8 +125,6 @@ impl InputGate {
                     self.advance(&mut out);
                 }
             }
-            // Subtask-local elements never arrive over a channel; ignore them if they do.
-            Control::ProcessingTime(_) | Control::Flush => {}
         }
         out
     }
@@ -145,31 +144,35 @@ impl InputGate {
         }
     }
 
-    fn on_barrier(&mut self, channel: usize, id: u64, out: &mut Vec<Control>) {
+    fn on_barrier(&mut self, channel: usize, barrier: Barrier, out: &mut Vec<Control>) {
+        let id = barrier.checkpoint_id;
         match self.aligning {
-            Some(current) if id < current => return, // stale barrier of an aborted checkpoint
-            Some(current) if id > current => {
+            // A stale barrier of an aborted checkpoint.
+            Some(current) if id < current.checkpoint_id => return,
+            Some(current) if id > current.checkpoint_id => {
                 // A newer checkpoint overtook the one being aligned: abandon the old one.
                 for c in &mut self.channels {
                     c.blocked = false;
                 }
-                self.aligning = Some(id);
+                self.aligning = Some(barrier);
             }
             Some(_) => {}
-            None => self.aligning = Some(id),
+            None => self.aligning = Some(barrier),
         }
         self.channels[channel].blocked = true;
         self.check_aligned(out);
     }
 
     fn check_aligned(&mut self, out: &mut Vec<Control>) {
-        let Some(id) = self.aligning else { return };
+        let Some(barrier) = self.aligning else {
+            return;
+        };
         if self.channels.iter().all(|c| c.blocked || c.ended) {
             for c in &mut self.channels {
                 c.blocked = false;
             }
             self.aligning = None;
-            out.push(Control::Barrier(id));
+            out.push(Control::Barrier(barrier));
         }
     }
 }
@@ -177,63 +180,73 @@ impl InputGate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use Control::*;
+    use ChannelEvent::{EndOfPartition, Idle, Watermark};
+
+    fn barrier(id: u64) -> ChannelEvent {
+        ChannelEvent::Barrier(Barrier::aligned(id, 0))
+    }
+    fn aligned(id: u64) -> Control {
+        Control::Barrier(Barrier::aligned(id, 0))
+    }
+    fn wm(w: i64) -> Control {
+        Control::Watermark(w)
+    }
 
     #[test]
     fn watermark_is_minimum_over_inputs_and_monotonic() {
         let mut g = InputGate::new(3);
-        assert_eq!(g.on_control(0, Watermark(10)), vec![]);
-        assert_eq!(g.on_control(1, Watermark(5)), vec![]);
-        assert_eq!(g.on_control(2, Watermark(7)), vec![Watermark(5)]);
-        assert_eq!(g.on_control(1, Watermark(20)), vec![Watermark(7)]);
+        assert_eq!(g.on_event(0, Watermark(10)), vec![]);
+        assert_eq!(g.on_event(1, Watermark(5)), vec![]);
+        assert_eq!(g.on_event(2, Watermark(7)), vec![wm(5)]);
+        assert_eq!(g.on_event(1, Watermark(20)), vec![wm(7)]);
         // A channel's watermark going back is ignored.
-        assert_eq!(g.on_control(2, Watermark(3)), vec![]);
-        assert_eq!(g.on_control(2, Watermark(30)), vec![Watermark(10)]);
+        assert_eq!(g.on_event(2, Watermark(3)), vec![]);
+        assert_eq!(g.on_event(2, Watermark(30)), vec![wm(10)]);
         assert_eq!(g.current_watermark(), 10);
     }
 
     #[test]
     fn idle_channel_does_not_hold_back_the_watermark() {
         let mut g = InputGate::new(2);
-        g.on_control(0, Watermark(100));
-        assert_eq!(g.on_control(1, Idle), vec![Watermark(100)]);
-        assert_eq!(g.on_control(0, Watermark(200)), vec![Watermark(200)]);
+        g.on_event(0, Watermark(100));
+        assert_eq!(g.on_event(1, Idle), vec![wm(100)]);
+        assert_eq!(g.on_event(0, Watermark(200)), vec![wm(200)]);
         // Both idle: downstream learns the whole input is idle, once.
-        assert_eq!(g.on_control(0, Idle), vec![Idle]);
-        assert_eq!(g.on_control(0, Idle), vec![]);
+        assert_eq!(g.on_event(0, Idle), vec![Control::Idle]);
+        assert_eq!(g.on_event(0, Idle), vec![]);
         // Channel 1 comes back with an older watermark: the output never goes back.
-        assert_eq!(g.on_control(1, Watermark(150)), vec![]);
-        assert_eq!(g.on_control(1, Watermark(250)), vec![Watermark(250)]);
+        assert_eq!(g.on_event(1, Watermark(150)), vec![]);
+        assert_eq!(g.on_event(1, Watermark(250)), vec![wm(250)]);
     }
 
     #[test]
     fn end_of_input_emits_max_watermark_once_all_channels_end() {
         let mut g = InputGate::new(2);
-        g.on_control(0, Watermark(5));
-        g.on_control(1, Watermark(9));
-        assert_eq!(g.on_control(0, EndOfInput), vec![Watermark(9)]);
+        g.on_event(0, Watermark(5));
+        g.on_event(1, Watermark(9));
+        assert_eq!(g.on_event(0, EndOfPartition), vec![wm(9)]);
         assert_eq!(
-            g.on_control(1, EndOfInput),
-            vec![Watermark(MAX_WATERMARK), EndOfInput]
+            g.on_event(1, EndOfPartition),
+            vec![wm(MAX_WATERMARK), Control::EndOfInput]
         );
     }
 
     #[test]
     fn barriers_align_and_block_channels() {
         let mut g = InputGate::new(3);
-        assert_eq!(g.on_control(0, Barrier(1)), vec![]);
+        assert_eq!(g.on_event(0, barrier(1)), vec![]);
         assert!(g.is_blocked(0));
-        assert_eq!(g.on_control(2, Barrier(1)), vec![]);
-        assert_eq!(g.on_control(1, Barrier(1)), vec![Barrier(1)]);
+        assert_eq!(g.on_event(2, barrier(1)), vec![]);
+        assert_eq!(g.on_event(1, barrier(1)), vec![aligned(1)]);
         assert!(!g.is_blocked(0) && !g.is_blocked(1) && !g.is_blocked(2));
         // An ended channel does not hold up alignment.
-        g.on_control(0, Barrier(2));
-        g.on_control(1, EndOfInput);
-        assert_eq!(g.on_control(2, Barrier(2)), vec![Barrier(2)]);
+        g.on_event(0, barrier(2));
+        g.on_event(1, EndOfPartition);
+        assert_eq!(g.on_event(2, barrier(2)), vec![aligned(2)]);
         // A newer barrier overtakes an unfinished alignment.
-        g.on_control(0, Barrier(3));
-        assert_eq!(g.on_control(2, Barrier(4)), vec![]);
+        g.on_event(0, barrier(3));
+        assert_eq!(g.on_event(2, barrier(4)), vec![]);
         assert!(!g.is_blocked(0));
-        assert_eq!(g.on_control(0, Barrier(4)), vec![Barrier(4)]);
+        assert_eq!(g.on_event(0, barrier(4)), vec![aligned(4)]);
     }
 }

@@ -7,6 +7,8 @@
 
 use std::hash::Hash;
 
+use crate::element::Data;
+
 /// Max parallelism used when the job does not set one (Flink's default lower bound).
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 
@@ -76,8 +78,9 @@ pub fn fmix64(mut k: u64) -> u64 {
     k
 }
 
-/// A type usable as a key: hashable for in-memory maps and stably hashable for key groups.
-pub trait Key: Hash + Eq + Clone + Send + 'static {
+/// A type usable as a key: hashable for in-memory maps and stably hashable for key groups, and
+/// (like every stream type) able to cross processes.
+pub trait Key: Hash + Eq + Data {
     /// Feeds the key's canonical encoding into `h`. Must not depend on the platform or process.
     fn stable_hash(&self, h: &mut StableHasher);
 }

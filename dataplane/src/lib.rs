@@ -5,9 +5,10 @@
 //! serialisable [`JobGraph`] (operators with stable ids, parallelism, max parallelism, edges with
 //! their partitioning) plus the factories of its operators ([`registry::Registry`]).
 //! [`plan::plan`] turns the graph into chained subtasks and channels; [`runtime::run_local`] runs
-//! them on threads in this process. An executor rebuilds the same program from the job's name and
-//! parameters ([`jobs::build`]), adopts the graph the scheduler shipped ([`Job::adopt_graph`]) and
-//! instantiates the subtasks it was assigned with [`runtime::build_subtask`], by operator id.
+//! them on threads in this process. A TaskManager rebuilds the same program from the job's name
+//! and parameters ([`jobs::build`]), adopts the graph the JobManager shipped
+//! ([`Job::adopt_graph`]) and wires the subtasks placed on it with [`runtime::wiring::wire`]:
+//! local channels between its own subtasks, QUIC channels to the others.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -37,10 +38,10 @@
 //! # Ok::<(), mesoflow_dataplane::EngineError>(())
 //! ```
 //!
-//! Records travel in batches with in-band control elements ([`Control`]: watermarks, idleness,
-//! checkpoint barriers, end of input); the sending side of every exchange is a
-//! [`exchange::ChannelSender`], so a remote channel (the QUIC shuffle) plugs in next to the local
-//! crossbeam one.
+//! Records travel in batches with in-band events ([`ChannelEvent`]: watermarks, idleness,
+//! checkpoint barriers, end of partition, cancel), the same on a local crossbeam channel and on
+//! a QUIC stream; both implement [`runtime::channel::ChannelSender`] and
+//! [`runtime::channel::ChannelReceiver`].
 
 pub mod checksum;
 pub mod context;
@@ -70,7 +71,7 @@ pub mod generators;
 pub mod shuffle;
 
 pub use context::{CancelToken, JobMetrics, RuntimeConfig, TaskContext};
-pub use element::{Batch, Control, Data, Message, Rec};
+pub use element::{Barrier, Batch, ChannelEvent, Control, Data, Message, Rec};
 pub use error::{EngineError, Result};
 pub use jobgraph::{JobGraph, Partitioning};
 pub use runtime::{Job, JobResult, run_local, start_local};

@@ -8,18 +8,23 @@
 use std::any::Any;
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select};
-
 use crate::context::{TaskContext, wall_clock_ms};
-use crate::element::{Control, Data, Message};
+use crate::element::{ChannelEvent, Control, Data, Message};
 use crate::emitter::{BoxEmitter, DiscardEmitter, Emitter, FanOut};
 use crate::error::{EngineError, Result};
-use crate::exchange::{BoxSender, BroadcastOutput, ExchangeOutput, RoundRobin, local_channel};
+use crate::exchange::{BroadcastOutput, ExchangeOutput, RoundRobin};
 use crate::input_gate::InputGate;
 use crate::jobgraph::Partitioning;
+use crate::runtime::channel::{
+    BoxReceiver, BoxSender, InputWaker, RemoteChannelReceiver, RemoteChannelSender, RemoteLinks,
+    local_channel,
+};
+use crate::runtime::task::{SubtaskIo, TaskMail};
+use crate::shuffle::ChannelId;
 use crate::source::SourceTask;
 
 /// A value of a type known only to the factories that produce and consume it.
@@ -116,14 +121,36 @@ pub struct Registry {
 
 /// Type-specific operations on a stream type the runtime needs without knowing the type.
 pub trait StreamType: Send + Sync {
-    /// A local channel: (`BoxSender<T>`, `Receiver<Message<T>>`).
-    fn channel(&self, capacity: usize) -> (AnyBox, AnyBox);
+    /// A local channel whose sender wakes `waker`: (`BoxSender<T>`, `BoxReceiver<T>`).
+    fn local_channel(&self, capacity: usize, waker: InputWaker) -> (AnyBox, AnyBox);
+    /// The sending end of a remote channel to executor `peer` (`BoxSender<T>`).
+    fn remote_sender(
+        &self,
+        links: &Arc<RemoteLinks>,
+        peer: &str,
+        peer_addr: SocketAddr,
+        channel: ChannelId,
+    ) -> AnyBox;
+    /// The receiving end of a remote channel, registered on this executor's endpoint
+    /// (`BoxReceiver<T>`).
+    fn remote_receiver(
+        &self,
+        links: &RemoteLinks,
+        channel: ChannelId,
+        waker: InputWaker,
+    ) -> Result<AnyBox>;
     /// An emitter (`BoxEmitter<T>`) forwarding to all of `outputs`.
     fn fan_out(&self, outputs: Vec<AnyBox>) -> Result<AnyBox>;
     /// An emitter that drops everything.
     fn discard(&self) -> AnyBox;
     /// Runs the input loop of a subtask: reads `receivers`, feeds `head`.
-    fn run_input(&self, receivers: Vec<AnyBox>, head: AnyBox, ctx: &TaskContext) -> Result<()>;
+    fn run_input(
+        &self,
+        receivers: Vec<AnyBox>,
+        head: AnyBox,
+        ctx: &TaskContext,
+        io: SubtaskIo,
+    ) -> Result<()>;
 }
 
 /// The [`StreamType`] of `T`.
@@ -140,9 +167,33 @@ impl<T> TypeOf<T> {
 }
 
 impl<T: Data> StreamType for TypeOf<T> {
-    fn channel(&self, capacity: usize) -> (AnyBox, AnyBox) {
-        let (tx, rx) = local_channel::<T>(capacity);
-        (Box::new(Box::new(tx) as BoxSender<T>), Box::new(rx))
+    fn local_channel(&self, capacity: usize, waker: InputWaker) -> (AnyBox, AnyBox) {
+        let (tx, rx) = local_channel::<T>(capacity, waker);
+        (
+            Box::new(Box::new(tx) as BoxSender<T>),
+            Box::new(Box::new(rx) as BoxReceiver<T>),
+        )
+    }
+
+    fn remote_sender(
+        &self,
+        links: &Arc<RemoteLinks>,
+        peer: &str,
+        peer_addr: SocketAddr,
+        channel: ChannelId,
+    ) -> AnyBox {
+        let tx = RemoteChannelSender::<T>::new(links.clone(), peer.to_owned(), peer_addr, channel);
+        Box::new(Box::new(tx) as BoxSender<T>)
+    }
+
+    fn remote_receiver(
+        &self,
+        links: &RemoteLinks,
+        channel: ChannelId,
+        waker: InputWaker,
+    ) -> Result<AnyBox> {
+        let rx = RemoteChannelReceiver::<T>::register(links, channel, waker)?;
+        Ok(Box::new(Box::new(rx) as BoxReceiver<T>))
     }
 
     fn fan_out(&self, outputs: Vec<AnyBox>) -> Result<AnyBox> {
@@ -157,13 +208,19 @@ impl<T: Data> StreamType for TypeOf<T> {
         Box::new(Box::new(DiscardEmitter) as BoxEmitter<T>)
     }
 
-    fn run_input(&self, receivers: Vec<AnyBox>, head: AnyBox, ctx: &TaskContext) -> Result<()> {
+    fn run_input(
+        &self,
+        receivers: Vec<AnyBox>,
+        head: AnyBox,
+        ctx: &TaskContext,
+        io: SubtaskIo,
+    ) -> Result<()> {
         let rxs = receivers
             .into_iter()
-            .map(|b| downcast::<Receiver<Message<T>>>(b, "input channel"))
+            .map(|b| downcast::<BoxReceiver<T>>(b, "input channel"))
             .collect::<Result<Vec<_>>>()?;
         let head = downcast::<BoxEmitter<T>>(head, "chain head")?;
-        run_input_loop(rxs, head, ctx)
+        run_input_loop(rxs, head, ctx, io)
     }
 }
 
@@ -193,62 +250,77 @@ pub fn plain_exchange<T: Data>() -> ExchangeFactory {
 
 /// Reads a subtask's input channels and feeds the chain head: per-channel watermark and barrier
 /// bookkeeping through the [`InputGate`], periodic processing-time ticks and buffer flushes,
-/// and cooperative cancellation.
+/// the subtask's mailbox, and cooperative cancellation.
+///
+/// Channels are polled round robin without blocking; when none has anything the thread parks
+/// until a channel or the mailbox wakes it, or the next tick is due.
 pub fn run_input_loop<T: Data>(
-    rxs: Vec<Receiver<Message<T>>>,
+    mut rxs: Vec<BoxReceiver<T>>,
     mut head: BoxEmitter<T>,
     ctx: &TaskContext,
+    io: SubtaskIo,
 ) -> Result<()> {
     let mut gate = InputGate::new(rxs.len());
     let tick = Duration::from_millis(ctx.config.buffer_timeout_ms.max(1));
     head.control(Control::ProcessingTime(wall_clock_ms()))?;
     let mut next_tick = Instant::now() + tick;
-    let mut active: Vec<usize> = Vec::with_capacity(rxs.len());
+    let mut next = 0usize;
+    let n = rxs.len();
     loop {
         if ctx.cancel.is_cancelled() {
             let _ = head.control(Control::Flush);
             return Err(EngineError::Cancelled);
         }
-        let timeout = next_tick.saturating_duration_since(Instant::now());
-        active.clear();
-        active.extend((0..rxs.len()).filter(|&i| !gate.is_ended(i) && !gate.is_blocked(i)));
-        let received = if active.len() == 1 {
-            let i = active[0];
-            match rxs[i].recv_timeout(timeout) {
-                Ok(m) => Some((i, m)),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return Err(vanished(ctx)),
+        while let Some(mail) = io.mailbox.try_next() {
+            match mail {
+                TaskMail::Cancel => {
+                    let _ = head.control(Control::Flush);
+                    return Err(EngineError::Cancelled);
+                }
+                // Barriers reach operators in-band, from the sources.
+                TaskMail::TriggerCheckpoint(_) => {}
             }
-        } else {
-            let mut sel = Select::new();
-            for &i in &active {
-                sel.recv(&rxs[i]);
+        }
+        let mut received = None;
+        for k in 0..n {
+            let i = (next + k) % n;
+            if gate.is_ended(i) || gate.is_blocked(i) {
+                continue;
             }
-            match sel.select_timeout(timeout) {
-                Ok(op) => {
-                    let i = active[op.index()];
-                    match op.recv(&rxs[i]) {
-                        Ok(m) => Some((i, m)),
-                        Err(_) => return Err(vanished(ctx)),
+            match rxs[i].try_recv() {
+                Ok(Some(m)) => {
+                    received = Some((i, m));
+                    next = i + 1;
+                    break;
+                }
+                Ok(None) => {}
+                Err(EngineError::UpstreamVanished { .. }) => return Err(vanished(ctx)),
+                Err(e) if ctx.cancel.is_cancelled() => {
+                    tracing::debug!(task = %ctx.task_name(), error = %e, "input failed while cancelling");
+                    return Err(EngineError::Cancelled);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match received {
+            Some((i, Message::Batch(b))) => {
+                gate.on_records(i);
+                head.batch(b)?;
+            }
+            Some((_, Message::Event(ChannelEvent::Cancel))) => return Err(vanished(ctx)),
+            Some((i, Message::Event(event))) => {
+                for out in gate.on_event(i, event) {
+                    head.control(out)?;
+                    if out == Control::EndOfInput {
+                        head.control(Control::Flush)?;
+                        return Ok(());
                     }
                 }
-                Err(_) => None,
             }
-        };
-        if let Some((i, msg)) = received {
-            match msg {
-                Message::Batch(b) => {
-                    gate.on_records(i);
-                    head.batch(b)?;
-                }
-                Message::Control(c) => {
-                    for out in gate.on_control(i, c) {
-                        head.control(out)?;
-                        if out == Control::EndOfInput {
-                            head.control(Control::Flush)?;
-                            return Ok(());
-                        }
-                    }
+            None => {
+                let wait = next_tick.saturating_duration_since(Instant::now());
+                if !wait.is_zero() {
+                    io.parker.park_timeout(wait);
                 }
             }
         }

@@ -6,6 +6,7 @@ use crate::context::{TaskContext, wall_clock_ms};
 use crate::element::{Batch, Control, MAX_WATERMARK};
 use crate::emitter::{BoxEmitter, Emitter};
 use crate::error::{EngineError, Result};
+use crate::runtime::task::{Mailbox, TaskMail};
 
 /// What a source says after it was polled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +27,9 @@ pub trait Source<T>: Send {
 
 /// A runnable source subtask (type-erased for the runtime).
 pub trait SourceTask: Send {
-    /// Runs until the source finishes or the job is cancelled.
-    fn run(&mut self) -> Result<()>;
+    /// Runs until the source finishes or the job is cancelled; reads control messages (cancel,
+    /// checkpoint triggers) from `mailbox` between batches.
+    fn run(&mut self, mailbox: &Mailbox) -> Result<()>;
 }
 
 /// Polls a source, pushes its batches into the chain, ticks processing time, and ends the
@@ -46,7 +48,7 @@ impl<T, S> SourceDriver<T, S> {
 }
 
 impl<T: Send, S: Source<T>> SourceTask for SourceDriver<T, S> {
-    fn run(&mut self) -> Result<()> {
+    fn run(&mut self, mailbox: &Mailbox) -> Result<()> {
         let tick = Duration::from_millis(self.ctx.config.buffer_timeout_ms.max(1));
         let batch_size = self.ctx.config.batch_size.max(1);
         self.out.control(Control::ProcessingTime(wall_clock_ms()))?;
@@ -55,6 +57,18 @@ impl<T: Send, S: Source<T>> SourceTask for SourceDriver<T, S> {
             if self.ctx.cancel.is_cancelled() {
                 let _ = self.out.control(Control::Flush);
                 return Err(EngineError::Cancelled);
+            }
+            while let Some(mail) = mailbox.try_next() {
+                match mail {
+                    TaskMail::Cancel => {
+                        let _ = self.out.control(Control::Flush);
+                        return Err(EngineError::Cancelled);
+                    }
+                    // Sources start checkpoints: the barrier follows the records emitted so far.
+                    TaskMail::TriggerCheckpoint(barrier) => {
+                        self.out.control(Control::Barrier(barrier))?;
+                    }
+                }
             }
             let mut batch = Vec::with_capacity(batch_size);
             let poll = self.source.poll(&mut batch, batch_size)?;

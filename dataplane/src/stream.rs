@@ -14,7 +14,7 @@ use crate::context::TaskContext;
 use crate::element::Data;
 use crate::emitter::BoxEmitter;
 use crate::error::{EngineError, Result};
-use crate::exchange::{BoxSender, ExchangeOutput, KeyGroupPartitioner};
+use crate::exchange::{ExchangeOutput, KeyGroupPartitioner};
 use crate::jobgraph::{EdgeSpec, JobGraph, NodeKind, NodeSpec, Partitioning};
 use crate::key_groups::{DEFAULT_MAX_PARALLELISM, Key};
 use crate::operators::{FilterOp, FlatMapOp, MapOp};
@@ -23,6 +23,7 @@ use crate::registry::{
     TypeOf, downcast, plain_exchange,
 };
 use crate::runtime::Job;
+use crate::runtime::channel::BoxSender;
 use crate::source::{Source, SourceDriver, SourceTask};
 use crate::watermarks::{TimestampAssigner, WatermarkStrategy};
 

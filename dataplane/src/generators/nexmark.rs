@@ -122,7 +122,7 @@ pub struct Auction {
 
 /// A bid. Plain old data so that bid-only queries allocate nothing; the filler string is
 /// available through [`NexmarkConfig::bid_with_extra`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Bid {
     pub auction: i64,
     pub bidder: i64,

@@ -15,7 +15,7 @@ use crate::window::WindowAssigner;
 pub const MAX_PAYLOAD: usize = 80;
 
 /// A datagen record with its payload bytes materialised (~100 bytes with the default payload).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct DataEvent {
     /// Grouping key.
     pub key: u64,

@@ -18,7 +18,7 @@ use super::config::ShuffleConfig;
 use super::error::ShuffleError;
 use super::frame::{FrameDecoder, FrameKind, HEADER_LEN};
 use super::outbox::{Outbox, OutboxLimits};
-use super::receiver::{IncomingChannel, RemoteReceiver, run_reader};
+use super::receiver::{ArrivalNotify, IncomingChannel, RemoteReceiver, run_reader};
 use super::sender::{RemoteSender, SenderShared, codes, run_writer};
 use super::tls::{ExecutorCredentials, executor_id_of_certificate, server_name_for};
 use parking_lot::Mutex;
@@ -195,6 +195,17 @@ impl ShuffleEndpoint {
         &self,
         channel: ChannelId,
     ) -> Result<RemoteReceiver<T>, ShuffleError> {
+        self.receiver_notifying(channel, Box::new(|| {}))
+    }
+
+    /// Like [`ShuffleEndpoint::receiver`], calling `notify` whenever something arrives (and when
+    /// the channel ends), so a consumer reading several channels with
+    /// [`RemoteReceiver::try_recv`] can sleep until one has data.
+    pub fn receiver_notifying<T: ShuffleRecord>(
+        &self,
+        channel: ChannelId,
+        notify: ArrivalNotify,
+    ) -> Result<RemoteReceiver<T>, ShuffleError> {
         let (stream_tx, stream_rx) = oneshot::channel();
         {
             let mut registry = self.inner.registry.lock();
@@ -222,6 +233,7 @@ impl ShuffleEndpoint {
             stream_rx,
             tx,
             self.inner.config.max_frame_bytes,
+            notify,
         ));
         let weak = Arc::downgrade(&self.inner);
         let release = Box::new(move || {

@@ -12,48 +12,9 @@
 use super::frame::{FLAG_PRIORITY, FrameError, FrameKind, encode_frame};
 use bytes::Bytes;
 
-/// A checkpoint barrier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Barrier {
-    /// Checkpoint id, increasing per job.
-    pub checkpoint_id: u64,
-    /// When the coordinator triggered the checkpoint, in milliseconds since the Unix epoch.
-    pub timestamp_ms: i64,
-    /// Unaligned barrier: may overtake queued data (see the module docs).
-    pub priority: bool,
-}
-
-/// A control element of a logical channel.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ChannelEvent {
-    /// No record with an event time at or below this (milliseconds) follows on this channel.
-    Watermark(i64),
-    /// The producer has no data for a while: consumers leave this channel out of their
-    /// watermark minimum until a record or watermark arrives on it again.
-    Idle,
-    /// A checkpoint barrier.
-    Barrier(Barrier),
-    /// The producer subtask finished: the channel ends cleanly after this.
-    EndOfPartition,
-    /// The producer subtask was cancelled: the channel ends after this, without its queued data.
-    Cancel,
-}
+pub use crate::element::{Barrier, ChannelEvent};
 
 impl ChannelEvent {
-    /// Does this event overtake queued data?
-    pub fn is_priority(&self) -> bool {
-        match self {
-            Self::Barrier(barrier) => barrier.priority,
-            Self::Cancel => true,
-            Self::Watermark(_) | Self::Idle | Self::EndOfPartition => false,
-        }
-    }
-
-    /// Does this event end the channel?
-    pub fn is_terminal(&self) -> bool {
-        matches!(self, Self::EndOfPartition | Self::Cancel)
-    }
-
     /// Encodes the event as one frame.
     pub fn encode(&self) -> Bytes {
         let flags = if self.is_priority() { FLAG_PRIORITY } else { 0 };

@@ -18,15 +18,10 @@
 //! [`outbox::Outbox`] (batching, buffer timeout, bounded queue, priority barriers),
 //! [`batch::RecordBatch::validate`]. The tokio shell is [`endpoint`], [`sender`], [`receiver`].
 //!
-//! The sending side has the same shape as an in-process channel (`send_batch(&[T])`, in-band
-//! events, `finish`), so the runtime can pick local or remote per channel; see [`BatchSink`].
-//! The engine's control elements map one to one: `Watermark` to [`ChannelEvent::Watermark`],
-//! `Idle` to [`ChannelEvent::Idle`], `Barrier(id)` to [`ChannelEvent::Barrier`] (which also
-//! carries the trigger timestamp and the unaligned/priority flag), `EndOfInput` to
-//! [`ChannelEvent::EndOfPartition`]; `Flush` is [`RemoteSender::flush`]. Records cross as rkyv
-//! archives, so a remote channel's record type (e.g. a timestamped record) derives
-//! `rkyv::Archive` and `rkyv::Serialize`; the consumer reads `&Archived<T>` in place and
-//! deserializes only where an operator must own a value.
+//! The engine plugs this module in behind its channel traits (`runtime::channel`): a
+//! [`ChannelEvent`] is the same value on a local and a remote channel, records cross as rkyv
+//! archives of timestamped records (`Rec<T>`), validated once in the reader task; the engine's
+//! input loop then turns each archived batch into the owned batch its operators take.
 
 pub mod batch;
 pub mod channel;
@@ -46,36 +41,6 @@ pub use config::ShuffleConfig;
 pub use endpoint::ShuffleEndpoint;
 pub use error::ShuffleError;
 pub use event::{Barrier, ChannelEvent};
-pub use receiver::{RemoteReceiver, ShuffleMessage};
+pub use receiver::{ArrivalNotify, RemoteReceiver, ShuffleMessage};
 pub use sender::RemoteSender;
 pub use tls::{ClusterCa, ExecutorCredentials};
-
-/// The producer-side shape shared by in-process and remote channels, so an operator's output
-/// does not care which one the runtime wired it to.
-pub trait BatchSink<T> {
-    /// The error a broken channel reports.
-    type Error;
-    /// Hands over a batch of records (the sink may copy or serialize them; the caller keeps
-    /// ownership). Blocks while the channel is full.
-    fn send_batch(&mut self, records: &[T]) -> Result<(), Self::Error>;
-    /// Sends an in-band event in order with the records.
-    fn send_event(&mut self, event: ChannelEvent) -> Result<(), Self::Error>;
-    /// Ships buffered records now.
-    fn flush(&mut self) -> Result<(), Self::Error>;
-}
-
-impl<T: ShuffleRecord> BatchSink<T> for RemoteSender<T> {
-    type Error = ShuffleError;
-
-    fn send_batch(&mut self, records: &[T]) -> Result<(), ShuffleError> {
-        RemoteSender::send_batch(self, records)
-    }
-
-    fn send_event(&mut self, event: ChannelEvent) -> Result<(), ShuffleError> {
-        RemoteSender::send_event(self, event).map(|_| ())
-    }
-
-    fn flush(&mut self) -> Result<(), ShuffleError> {
-        RemoteSender::flush(self)
-    }
-}

@@ -102,6 +102,19 @@ impl<T: ShuffleRecord> RemoteReceiver<T> {
         self.deliver(next)
     }
 
+    /// The next batch or event if one is ready, without blocking; `Ok(None)` when nothing is
+    /// ready (or after `EndOfPartition` or `Cancel`).
+    pub fn try_recv(&mut self) -> Result<Option<ShuffleMessage<T>>, ShuffleError> {
+        if self.ended {
+            return Ok(None);
+        }
+        match self.rx.try_recv() {
+            Ok(next) => self.deliver(Some(next)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => self.deliver(None),
+        }
+    }
+
     /// The next batch or event; `Ok(None)` after `EndOfPartition` or `Cancel`.
     pub async fn recv_async(&mut self) -> Result<Option<ShuffleMessage<T>>, ShuffleError> {
         if self.ended {
@@ -141,7 +154,9 @@ pub(crate) async fn run_reader<T: ShuffleRecord>(
     incoming: oneshot::Receiver<IncomingChannel>,
     tx: mpsc::Sender<Delivery<T>>,
     max_frame_bytes: usize,
+    notify: ArrivalNotify,
 ) {
+    let tx = NotifyingSender { tx, notify };
     let Ok(IncomingChannel {
         mut recv,
         header,
@@ -178,10 +193,35 @@ pub(crate) async fn run_reader<T: ShuffleRecord>(
     }
 }
 
+/// Called after every delivery (and when the channel ends), so a consumer that polls several
+/// channels can sleep until one of them has something.
+pub type ArrivalNotify = Box<dyn Fn() + Send + Sync>;
+
+/// The delivery queue plus the consumer's wake-up.
+struct NotifyingSender<T: rkyv::Archive> {
+    tx: mpsc::Sender<Delivery<T>>,
+    notify: ArrivalNotify,
+}
+
+impl<T: rkyv::Archive> NotifyingSender<T> {
+    async fn send(&self, delivery: Delivery<T>) -> Result<(), ()> {
+        let sent = self.tx.send(delivery).await.map_err(|_| ());
+        (self.notify)();
+        sent
+    }
+}
+
+impl<T: rkyv::Archive> Drop for NotifyingSender<T> {
+    fn drop(&mut self) {
+        // The queue closes with this sender: the consumer must look again to see the end.
+        (self.notify)();
+    }
+}
+
 /// `Err(None)`: the consumer dropped its receiver.
 async fn read_frames<T: ShuffleRecord>(
     recv: &mut quinn::RecvStream,
-    tx: &mpsc::Sender<Delivery<T>>,
+    tx: &NotifyingSender<T>,
     peer: &str,
     max_frame_bytes: usize,
 ) -> Result<(), Option<ShuffleError>> {

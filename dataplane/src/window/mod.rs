@@ -19,7 +19,19 @@ use crate::stream::{DataStream, KeyedStream, OutputTag};
 use crate::timers::TimeDomain;
 
 /// A half-open time interval `[start, end)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
 pub struct TimeWindow {
     /// First millisecond in the window.
     pub start: i64,
