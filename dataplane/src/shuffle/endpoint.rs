@@ -24,6 +24,7 @@ use super::tls::{ExecutorCredentials, executor_id_of_certificate, server_name_fo
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, oneshot};
 
@@ -43,6 +44,25 @@ enum ChannelSlot {
     Taken,
 }
 
+/// Bytes moved to and from one peer, counted per frame (the application's bytes, without QUIC's
+/// own overhead).
+#[derive(Default, Debug)]
+pub(crate) struct TrafficCounters {
+    pub(crate) sent: AtomicU64,
+    pub(crate) received: AtomicU64,
+}
+
+/// Traffic with one peer executor since the endpoint started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// The peer's executor id.
+    pub peer: String,
+    /// Frame bytes this executor wrote to streams towards the peer.
+    pub bytes_sent: u64,
+    /// Frame bytes this executor read from the peer's streams.
+    pub bytes_received: u64,
+}
+
 #[derive(Default)]
 struct Registry {
     channels: HashMap<ChannelId, ChannelSlot>,
@@ -56,6 +76,7 @@ struct Inner {
     client_config: quinn::ClientConfig,
     peers: Mutex<HashMap<String, Arc<tokio::sync::Mutex<PeerSlot>>>>,
     registry: Mutex<Registry>,
+    traffic: Mutex<HashMap<String, Arc<TrafficCounters>>>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -130,6 +151,7 @@ impl ShuffleEndpoint {
             client_config,
             peers: Mutex::default(),
             registry: Mutex::default(),
+            traffic: Mutex::default(),
             runtime,
         });
         inner
@@ -184,9 +206,13 @@ impl ShuffleEndpoint {
             changed: Default::default(),
             wake_writer: Default::default(),
         });
-        self.inner
-            .runtime
-            .spawn(run_writer(shared.clone(), stream, peer_id.to_owned()));
+        let counters = self.inner.counters(peer_id);
+        self.inner.runtime.spawn(run_writer(
+            shared.clone(),
+            stream,
+            peer_id.to_owned(),
+            counters,
+        ));
         Ok(RemoteSender::new(shared, channel))
     }
 
@@ -260,6 +286,23 @@ impl ShuffleEndpoint {
         })
     }
 
+    /// Bytes exchanged with each peer so far.
+    pub fn traffic(&self) -> Vec<PeerTraffic> {
+        let mut all: Vec<PeerTraffic> = self
+            .inner
+            .traffic
+            .lock()
+            .iter()
+            .map(|(peer, c)| PeerTraffic {
+                peer: peer.clone(),
+                bytes_sent: c.sent.load(Ordering::Relaxed),
+                bytes_received: c.received.load(Ordering::Relaxed),
+            })
+            .collect();
+        all.sort_by(|a, b| a.peer.cmp(&b.peer));
+        all
+    }
+
     /// Closes every connection at once (peers see their channels fail) and stops accepting.
     pub fn close(&self) {
         self.inner
@@ -282,6 +325,15 @@ impl Drop for Inner {
 }
 
 impl Inner {
+    /// The traffic counters of one peer.
+    fn counters(&self, peer_id: &str) -> Arc<TrafficCounters> {
+        self.traffic
+            .lock()
+            .entry(peer_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// The connection to use for new channels to `peer_id`, dialing it if there is none.
     async fn connection_to(
         self: &Arc<Self>,
@@ -476,10 +528,15 @@ async fn serve_connection(connection: quinn::Connection, peer_id: String, inner:
             let reason = match tokio::time::timeout(timeout, read_channel_header(&mut recv)).await {
                 Ok(Ok(header)) => {
                     if let Some(inner) = inner.upgrade() {
+                        let counters = inner.counters(&peer_id);
+                        counters
+                            .received
+                            .fetch_add((HEADER_LEN + OPEN_PAYLOAD_LEN) as u64, Ordering::Relaxed);
                         inner.route(IncomingChannel {
                             recv,
                             header,
                             peer: peer_id,
+                            counters,
                         });
                     }
                     return;

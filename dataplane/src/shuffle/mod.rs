@@ -38,7 +38,7 @@ pub mod tls;
 pub use batch::{RecordBatch, ShuffleRecord};
 pub use channel::ChannelId;
 pub use config::ShuffleConfig;
-pub use endpoint::ShuffleEndpoint;
+pub use endpoint::{PeerTraffic, ShuffleEndpoint};
 pub use error::ShuffleError;
 pub use event::{Barrier, ChannelEvent};
 pub use receiver::{ArrivalNotify, RemoteReceiver, ShuffleMessage};

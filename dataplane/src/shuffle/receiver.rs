@@ -28,6 +28,7 @@ pub(crate) struct IncomingChannel {
     pub(crate) recv: quinn::RecvStream,
     pub(crate) header: ChannelHeader,
     pub(crate) peer: String,
+    pub(crate) counters: std::sync::Arc<super::endpoint::TrafficCounters>,
 }
 
 type Delivery<T> = Result<ShuffleMessage<T>, ShuffleError>;
@@ -161,6 +162,7 @@ pub(crate) async fn run_reader<T: ShuffleRecord>(
         mut recv,
         header,
         peer,
+        counters,
     }) = incoming.await
     else {
         // The endpoint closed before the producer connected; dropping `tx` reports it.
@@ -175,7 +177,7 @@ pub(crate) async fn run_reader<T: ShuffleRecord>(
             .await;
         return;
     }
-    match read_frames(&mut recv, &tx, &peer, max_frame_bytes).await {
+    match read_frames(&mut recv, &tx, &peer, max_frame_bytes, &counters).await {
         Ok(()) => {}
         Err(None) => {
             let _ = recv.stop(quinn::VarInt::from_u32(codes::CONSUMER_GONE));
@@ -224,6 +226,7 @@ async fn read_frames<T: ShuffleRecord>(
     tx: &NotifyingSender<T>,
     peer: &str,
     max_frame_bytes: usize,
+    counters: &super::endpoint::TrafficCounters,
 ) -> Result<(), Option<ShuffleError>> {
     let mut decoder = FrameDecoder::new(max_frame_bytes);
     let mut chunks: [Bytes; 32] = Default::default();
@@ -254,6 +257,9 @@ async fn read_frames<T: ShuffleRecord>(
         };
         for chunk in &mut chunks[..count] {
             let chunk = std::mem::take(chunk);
+            counters
+                .received
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let mut input = &chunk[..];
             while let Some(frame) = decoder.decode(&mut input).map_err(|err| Some(err.into()))? {
                 if ended {

@@ -181,10 +181,11 @@ pub(crate) async fn run_writer(
     shared: Arc<SenderShared>,
     mut stream: quinn::SendStream,
     peer: String,
+    counters: Arc<super::endpoint::TrafficCounters>,
 ) {
     // If the runtime drops this task (shutdown), the producer must not wait forever.
     let guard = WriterGone(shared.clone());
-    let result = write_frames(&shared, &mut stream, &peer).await;
+    let result = write_frames(&shared, &mut stream, &peer, &counters).await;
     match result {
         Ok(()) => shared.outbox.lock().on_finished(),
         Err(err) => {
@@ -223,6 +224,7 @@ async fn write_frames(
     shared: &SenderShared,
     stream: &mut quinn::SendStream,
     peer: &str,
+    counters: &super::endpoint::TrafficCounters,
 ) -> Result<(), ShuffleError> {
     loop {
         let step = {
@@ -248,6 +250,9 @@ async fn write_frames(
                     quinn::WriteError::ConnectionLost(cause) => connection_lost(peer, cause),
                     other => connection_lost(peer, other),
                 })?;
+                counters
+                    .sent
+                    .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
                 shared.outbox.lock().on_written(len);
                 shared.changed.notify_all();
             }
