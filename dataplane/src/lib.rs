@@ -41,9 +41,13 @@
 //! checkpoint barriers, end of input); the sending side of every exchange is a
 //! [`exchange::ChannelSender`], so a remote channel (the QUIC shuffle) plugs in next to the local
 //! crossbeam one.
+//!
+//! [`control`] is the channel between the JobManager and its TaskManagers (registration,
+//! heartbeats, deployments) over mutually authenticated QUIC, separate from the shuffle.
 
 pub mod checksum;
 pub mod context;
+pub mod control;
 pub mod element;
 pub mod emitter;
 pub mod error;
