@@ -42,9 +42,13 @@
 //! checkpoint barriers, end of partition, cancel), the same on a local crossbeam channel and on
 //! a QUIC stream; both implement [`runtime::channel::ChannelSender`] and
 //! [`runtime::channel::ChannelReceiver`].
+//!
+//! [`control`] is the channel between the JobManager and its TaskManagers (registration,
+//! heartbeats, deployments) over mutually authenticated QUIC, separate from the shuffle.
 
 pub mod checksum;
 pub mod context;
+pub mod control;
 pub mod element;
 pub mod emitter;
 pub mod error;
