@@ -25,6 +25,21 @@ struct Args {
     /// the executor waits for the scheduler to shut it down.
     #[arg(long, env = "MESOFLOW_EXECUTOR_IDLE_TIMEOUT", value_parser = parse_idle_timeout)]
     idle_timeout: Option<Duration>,
+    /// Without a subcommand the executor serves a Mesos agent.
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Mode {
+    /// Run one TaskManager without a Mesos agent (the local ResourceManager starts these). Its
+    /// spec (a protobuf `TaskManager`, credentials included) is read from stdin, so no secret
+    /// appears on the command line or in a file.
+    Standalone {
+        /// Directory for the TaskManager's files (default: the current directory).
+        #[arg(long)]
+        work_dir: Option<std::path::PathBuf>,
+    },
 }
 
 fn parse_idle_timeout(text: &str) -> Result<Duration, String> {
@@ -41,6 +56,15 @@ fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    if let Some(Mode::Standalone { work_dir }) = args.mode {
+        return match run_standalone(work_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // SAFETY: no other thread exists yet (the runtime is built below), so nothing else reads
     // or writes the environment while the token is removed from it.
     let env = match unsafe { ExecutorEnvironment::from_process_env() } {
@@ -94,6 +118,46 @@ fn run(env: ExecutorEnvironment, args: Args) -> anyhow::Result<bool> {
             tracing::error!("exiting: {reason}");
         }
         Ok(reason.is_success())
+    })
+}
+
+/// Runs one TaskManager outside Mesos until the JobManager releases it, it loses the
+/// JobManager, or SIGTERM/SIGINT.
+fn run_standalone(work_dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
+    use prost::Message;
+    use std::io::Read;
+    // Die with the process that started us (Linux), so no TaskManager outlives a killed CLI.
+    // SAFETY: prctl with PR_SET_PDEATHSIG only sets a flag of this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .take(16 << 20)
+        .read_to_end(&mut bytes)
+        .context("cannot read the TaskManager spec from stdin")?;
+    let spec = mesoflow_proto::internal::TaskManager::decode(bytes.as_slice())
+        .context("stdin is not a protobuf TaskManager spec")?;
+    let dir = match work_dir {
+        Some(dir) => dir,
+        None => std::env::current_dir().context("no current directory")?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async move {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            stop_signal().await;
+            on_signal.cancel();
+        });
+        let id = spec.task_manager_id.clone();
+        mesoflow_executor::task_manager::host(spec, &dir, stop, || {})
+            .await
+            .with_context(|| format!("TaskManager {id}"))
     })
 }
 

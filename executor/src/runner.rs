@@ -90,7 +90,7 @@ impl TaskRunner for KindRunner {
                 TaskKind::Probe(probe) => run_probe(probe, task_stop, &reporter).await,
                 TaskKind::TaskManager(spec) => {
                     let running = || reporter.send(TaskReport::Running);
-                    match task_manager::host(spec, &sandbox, task_stop, running).await {
+                    match task_manager::host(*spec, &sandbox, task_stop, running).await {
                         Ok(()) => TaskReport::Finished {
                             message: Some("TaskManager stopped".to_owned()),
                         },
@@ -281,9 +281,16 @@ mod tests {
         let sandbox = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut runner = KindRunner::new(sandbox.path().to_owned(), tx);
+        // Valid credentials, and a JobManager that never answers: it keeps trying to register.
+        let ca = mesoflow_dataplane::shuffle::ClusterCa::generate("runner-test").unwrap();
+        let (cert, key, ca_pem) = ca.issue("tm-1").unwrap().to_pem();
         let spec = TaskManager {
             slots: 2,
             task_manager_id: "tm-1".to_owned(),
+            job_manager_endpoint: "127.0.0.1:9".to_owned(),
+            ca_certificate_pem: ca_pem,
+            certificate_pem: cert,
+            private_key_pem: key,
             ..TaskManager::default()
         };
         runner.launch(task("tm", task_spec::Kind::TaskManager(spec.clone())));

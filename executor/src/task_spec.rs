@@ -15,7 +15,7 @@ pub const SUPPORTED_SPEC_VERSION: u32 = 1;
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskKind {
     /// A TaskManager hosting subtask slots until killed.
-    TaskManager(TaskManager),
+    TaskManager(Box<TaskManager>),
     /// A diagnostic task with a fixed duration and outcome.
     Probe(Probe),
 }
@@ -77,7 +77,7 @@ pub fn decode_task_spec(task: &TaskInfo) -> Result<TaskKind, TaskSpecError> {
                     "task_manager.task_manager_id is empty".to_owned(),
                 ));
             }
-            Ok(TaskKind::TaskManager(tm))
+            Ok(TaskKind::TaskManager(Box::new(tm)))
         }
         Some(task_spec::Kind::Probe(probe)) => Ok(TaskKind::Probe(probe)),
         None => Err(TaskSpecError::UnknownKind),
@@ -118,7 +118,10 @@ mod tests {
             1,
             Some(task_spec::Kind::TaskManager(tm.clone())),
         )));
-        assert_eq!(decode_task_spec(&task), Ok(TaskKind::TaskManager(tm)));
+        assert_eq!(
+            decode_task_spec(&task),
+            Ok(TaskKind::TaskManager(Box::new(tm)))
+        );
     }
 
     #[test]

@@ -363,6 +363,40 @@ async fn a_task_it_cannot_decode_fails_with_a_message_and_a_failing_probe_report
     assert_eq!(h.exit_code().await, 0);
 }
 
+/// A TaskManager with valid credentials whose JobManager does not answer: it is RUNNING and
+/// keeps trying to register until it is killed.
+fn waiting_task_manager(id: &str, slots: u32) -> TaskManager {
+    let ca = mesoflow_dataplane::shuffle::ClusterCa::generate("executor-test").unwrap();
+    let (cert, key, ca_pem) = ca.issue(id).unwrap().to_pem();
+    TaskManager {
+        slots,
+        task_manager_id: id.to_owned(),
+        // Nothing listens on UDP port 9 (discard) here.
+        job_manager_endpoint: "127.0.0.1:9".to_owned(),
+        ca_certificate_pem: ca_pem,
+        certificate_pem: cert,
+        private_key_pem: key,
+        ..TaskManager::default()
+    }
+}
+
+#[tokio::test]
+async fn a_task_manager_without_credentials_fails_with_the_reason() {
+    let mut h = Harness::start(false).await;
+    h.expect_subscribe().await;
+    h.subscribed(true);
+    let mut bare = waiting_task_manager("tm-1", 1);
+    bare.certificate_pem.clear();
+    h.launch("tm-1", Some(spec(task_spec::Kind::TaskManager(bare))));
+    let (task_id, state, message, uuid) = h.expect_update().await;
+    assert_eq!(state, TaskState::TaskFailed);
+    let message = message.unwrap_or_default();
+    assert!(message.contains("TLS credentials"), "{message}");
+    h.ack(&task_id, uuid);
+    h.shutdown();
+    assert_eq!(h.exit_code().await, 0);
+}
+
 #[tokio::test]
 async fn a_killed_task_manager_reports_killing_then_killed() {
     let mut h = Harness::start(false).await;
@@ -370,11 +404,9 @@ async fn a_killed_task_manager_reports_killing_then_killed() {
     h.subscribed(true);
     h.launch(
         "tm-1",
-        Some(spec(task_spec::Kind::TaskManager(TaskManager {
-            slots: 2,
-            task_manager_id: "tm-1".to_owned(),
-            ..TaskManager::default()
-        }))),
+        Some(spec(task_spec::Kind::TaskManager(waiting_task_manager(
+            "tm-1", 2,
+        )))),
     );
     let (task_id, state, _, uuid) = h.expect_update().await;
     assert_eq!(state, TaskState::TaskRunning);
@@ -406,11 +438,9 @@ async fn with_checkpointing_it_resubscribes_with_what_is_unacknowledged() {
     h.subscribed(false);
     h.launch(
         "tm-1",
-        Some(spec(task_spec::Kind::TaskManager(TaskManager {
-            slots: 1,
-            task_manager_id: "tm-1".to_owned(),
-            ..TaskManager::default()
-        }))),
+        Some(spec(task_spec::Kind::TaskManager(waiting_task_manager(
+            "tm-1", 1,
+        )))),
     );
     let (_, state, _, running_uuid) = h.expect_update().await;
     assert_eq!(state, TaskState::TaskRunning);
@@ -542,11 +572,9 @@ async fn sigterm_kills_the_tasks_reports_them_and_exits() {
     h.subscribed(false);
     h.launch(
         "tm-1",
-        Some(spec(task_spec::Kind::TaskManager(TaskManager {
-            slots: 1,
-            task_manager_id: "tm-1".to_owned(),
-            ..TaskManager::default()
-        }))),
+        Some(spec(task_spec::Kind::TaskManager(waiting_task_manager(
+            "tm-1", 1,
+        )))),
     );
     let (_, running, _, uuid) = h.expect_update().await;
     assert_eq!(running, TaskState::TaskRunning);

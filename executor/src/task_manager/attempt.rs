@@ -1,0 +1,314 @@
+//! The subtasks of one execution attempt that run in this TaskManager: built from a
+//! `DeploySubtasks`, running on threads, cancelled on request.
+//!
+//! The TaskManager rebuilds the job from its name and parameters (every process running this
+//! binary builds the same program), checks it against the graph the JobManager planned, wires
+//! the subtasks placed here (local channels between them, QUIC channels to other TaskManagers)
+//! and starts them. Each subtask reports its end through `exits`, from its own thread.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mesoflow_dataplane::jobs::{self, Params};
+use mesoflow_dataplane::plan::{SubtaskId, plan};
+use mesoflow_dataplane::runtime::channel::RemoteLinks;
+use mesoflow_dataplane::runtime::task::{RunningSubtask, TaskMail, spawn_subtask};
+use mesoflow_dataplane::runtime::wiring::{Deployment, Placement, wire};
+use mesoflow_dataplane::shuffle::ShuffleEndpoint;
+use mesoflow_dataplane::{
+    CancelToken, EngineError, EnvConfig, JobGraph, JobMetrics, RuntimeConfig, SinkSpec,
+};
+use mesoflow_proto::control::{
+    DeploySubtasks, JobDefinition, SinkDefinition, SubtaskMetrics, SubtaskRef,
+    sink_definition::Kind as SinkKind,
+};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// One attempt of one job: `(job id, attempt number)`.
+pub type AttemptKey = (u128, u32);
+
+/// A subtask ended (sent from its thread).
+#[derive(Debug)]
+pub struct SubtaskExit {
+    /// Its attempt.
+    pub attempt: AttemptKey,
+    /// Which subtask.
+    pub subtask: SubtaskId,
+    /// How it ended.
+    pub result: Result<(), EngineError>,
+}
+
+struct Running {
+    handle: RunningSubtask,
+    metrics: Arc<JobMetrics>,
+}
+
+/// The subtasks of one attempt in this TaskManager.
+pub struct Attempt {
+    key: AttemptKey,
+    cancel: CancelToken,
+    running: HashMap<SubtaskId, Running>,
+    /// Counters of subtasks that already ended, for their final report.
+    ended: HashMap<SubtaskId, Arc<JobMetrics>>,
+}
+
+/// The job id of a `DeploySubtasks` or `CancelAttempt` (16 bytes, big-endian).
+pub fn job_id_of(bytes: &[u8]) -> Result<u128, String> {
+    let raw: [u8; 16] = bytes
+        .try_into()
+        .map_err(|_| format!("job id is {} bytes, expected 16", bytes.len()))?;
+    Ok(u128::from_be_bytes(raw))
+}
+
+/// The 16 bytes of a job id.
+pub fn job_id_bytes(job: u128) -> Vec<u8> {
+    job.to_be_bytes().to_vec()
+}
+
+/// The `SubtaskRef` of one subtask of an attempt.
+pub fn subtask_ref(key: AttemptKey, s: SubtaskId) -> SubtaskRef {
+    SubtaskRef {
+        job_id: job_id_bytes(key.0).into(),
+        attempt: key.1,
+        chain: s.chain as u32,
+        index: s.index,
+    }
+}
+
+/// A snapshot of one subtask's counters.
+pub fn metrics_of(key: AttemptKey, s: SubtaskId, m: &JobMetrics) -> SubtaskMetrics {
+    SubtaskMetrics {
+        subtask: Some(subtask_ref(key, s)),
+        records_in: m.records_in(),
+        records_out: m.records_out(),
+        checksum: m.checksum(),
+        skipped: m.skipped(),
+    }
+}
+
+fn sink_of(sink: Option<&SinkDefinition>) -> Result<SinkSpec, String> {
+    let sink = sink.ok_or("the job definition names no sink")?;
+    match SinkKind::try_from(sink.kind) {
+        Ok(SinkKind::Print) => Ok(SinkSpec::Print),
+        Ok(SinkKind::Checksum) => Ok(SinkSpec::Checksum),
+        Ok(SinkKind::Discard) => Ok(SinkSpec::Discard),
+        Ok(SinkKind::Files) if !sink.path.is_empty() => {
+            Ok(SinkSpec::Files(sink.path.clone().into()))
+        }
+        Ok(SinkKind::Files) => Err("a file sink needs a path".into()),
+        Ok(SinkKind::Unspecified) | Err(_) => Err(format!("unknown sink kind {}", sink.kind)),
+    }
+}
+
+fn runtime_of(def: &JobDefinition) -> RuntimeConfig {
+    let mut config = RuntimeConfig::default();
+    if let Some(r) = &def.runtime {
+        if r.batch_size > 0 {
+            config.batch_size = r.batch_size as usize;
+        }
+        if r.channel_capacity > 0 {
+            config.channel_capacity = r.channel_capacity as usize;
+        }
+        if r.buffer_timeout_ms > 0 {
+            config.buffer_timeout_ms = r.buffer_timeout_ms;
+        }
+    }
+    config
+}
+
+impl Attempt {
+    /// Builds and starts the subtasks `deploy` assigns to executor `here`. Every error is a
+    /// message for the JobManager (the deployment is refused; nothing is left running).
+    pub fn start(
+        deploy: &DeploySubtasks,
+        here: &str,
+        endpoint: &ShuffleEndpoint,
+        exits: UnboundedSender<SubtaskExit>,
+    ) -> Result<Self, String> {
+        let key = (job_id_of(&deploy.job_id)?, deploy.attempt);
+        let def = deploy.job.as_ref().ok_or("the deployment carries no job")?;
+        let params = Params::parse(
+            &def.params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| e.to_string())?;
+        let env = EnvConfig {
+            job_name: def.name.clone(),
+            parallelism: def.parallelism.max(1),
+            max_parallelism: def.max_parallelism.max(1),
+            sink: sink_of(def.sink.as_ref())?,
+        };
+        let mut job = jobs::build(&def.name, &params, env).map_err(|e| e.to_string())?;
+        if !def.graph_json.is_empty() {
+            let shipped = JobGraph::from_json(&def.graph_json).map_err(|e| e.to_string())?;
+            job = job.adopt_graph(shipped).map_err(|e| e.to_string())?;
+        }
+        let plan = plan(&job.graph).map_err(|e| e.to_string())?;
+
+        let mut placement = Placement::default();
+        for p in &deploy.placement {
+            placement.executor_of.insert(
+                SubtaskId {
+                    chain: p.chain as usize,
+                    index: p.index,
+                },
+                p.task_manager_id.clone(),
+            );
+        }
+        for peer in &deploy.peers {
+            let addr: SocketAddr = peer.data_endpoint.parse().map_err(|_| {
+                format!(
+                    "the data endpoint of {} is not host:port: '{}'",
+                    peer.task_manager_id, peer.data_endpoint
+                )
+            })?;
+            placement
+                .endpoints
+                .insert(peer.task_manager_id.clone(), addr);
+        }
+        let mine: Vec<SubtaskId> = deploy
+            .subtasks
+            .iter()
+            .map(|p| SubtaskId {
+                chain: p.chain as usize,
+                index: p.index,
+            })
+            .collect();
+        for s in &mine {
+            if placement.executor_of.get(s).map(String::as_str) != Some(here) {
+                return Err(format!(
+                    "subtask {s:?} is deployed here but the placement puts it elsewhere"
+                ));
+            }
+        }
+
+        let links = Arc::new(RemoteLinks {
+            endpoint: endpoint.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            job: key.0,
+            attempt: key.1,
+        });
+        let cancel = CancelToken::default();
+        let config = runtime_of(def);
+        let metrics: HashMap<SubtaskId, Arc<JobMetrics>> = mine
+            .iter()
+            .map(|&s| (s, Arc::new(JobMetrics::default())))
+            .collect();
+        let runners = wire(
+            &Deployment {
+                job: &job,
+                plan: &plan,
+                here,
+                placement: Some(&placement),
+                links: Some(links),
+                config: &config,
+                cancel: &cancel,
+            },
+            &|s| metrics.get(&s).cloned().unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
+        if runners.len() != mine.len() {
+            return Err(format!(
+                "the deployment lists {} subtasks but the plan places {} here",
+                mine.len(),
+                runners.len()
+            ));
+        }
+
+        let mut attempt = Attempt {
+            key,
+            cancel: cancel.clone(),
+            running: HashMap::new(),
+            ended: HashMap::new(),
+        };
+        for runner in runners {
+            let id = runner.id();
+            let exits = exits.clone();
+            let spawned = spawn_subtask(runner, move |subtask, _, result| {
+                let result = match result {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(clone_error(e)),
+                };
+                let _ = exits.send(SubtaskExit {
+                    attempt: key,
+                    subtask,
+                    result,
+                });
+            });
+            match spawned {
+                Ok(handle) => {
+                    let m = metrics.get(&id).cloned().unwrap_or_default();
+                    attempt.running.insert(id, Running { handle, metrics: m });
+                }
+                Err(e) => {
+                    attempt.cancel_all();
+                    return Err(e.to_string());
+                }
+            }
+        }
+        Ok(attempt)
+    }
+
+    /// Which attempt.
+    pub fn key(&self) -> AttemptKey {
+        self.key
+    }
+
+    /// The subtasks still running.
+    pub fn running(&self) -> impl Iterator<Item = SubtaskId> + '_ {
+        self.running.keys().copied()
+    }
+
+    /// True once no subtask runs.
+    pub fn is_done(&self) -> bool {
+        self.running.is_empty()
+    }
+
+    /// True once the attempt was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Live counters of the running subtasks.
+    pub fn live_metrics(&self) -> Vec<SubtaskMetrics> {
+        self.running
+            .iter()
+            .map(|(s, r)| metrics_of(self.key, *s, &r.metrics))
+            .collect()
+    }
+
+    /// A subtask ended: forget it; its final counters.
+    pub fn on_exit(&mut self, s: SubtaskId) -> Option<SubtaskMetrics> {
+        let r = self.running.remove(&s)?;
+        let m = metrics_of(self.key, s, &r.metrics);
+        self.ended.insert(s, r.metrics);
+        Some(m)
+    }
+
+    /// Asks every running subtask to stop.
+    pub fn cancel_all(&self) {
+        self.cancel.cancel();
+        for r in self.running.values() {
+            r.handle.post(TaskMail::Cancel);
+        }
+    }
+}
+
+/// Subtask results cross a channel; `EngineError` is not `Clone`, so keep its kind and text.
+fn clone_error(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::Cancelled => EngineError::Cancelled,
+        EngineError::OutputClosed => EngineError::OutputClosed,
+        EngineError::UpstreamVanished { task } => {
+            EngineError::UpstreamVanished { task: task.clone() }
+        }
+        EngineError::TaskFailed { task, message } => EngineError::TaskFailed {
+            task: task.clone(),
+            message: message.clone(),
+        },
+        other => EngineError::InvalidArgument(other.to_string()),
+    }
+}

@@ -1,0 +1,301 @@
+//! A TaskManager's session with its JobManager: register, heartbeat, run what it deploys,
+//! report subtask states, cancel on request, stop on release.
+//!
+//! Registration is retried with backoff until `taskmanager.registration.timeout` (Flink's key,
+//! default 5 min): a TaskManager may start before its JobManager listens. Once registered, a lost
+//! control connection ends the session: the subtasks of a JobManager that is gone are cancelled
+//! and the TaskManager stops (under Mesos the task then fails and the scheduler replaces it).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mesoflow_dataplane::EngineError;
+use mesoflow_dataplane::control::{ControlClient, ControlConfig, ControlError};
+use mesoflow_dataplane::shuffle::{ExecutorCredentials, ShuffleEndpoint};
+use mesoflow_proto::control::{
+    Heartbeat, JobManagerMessage, RegisterTaskManager, SubtaskState, SubtaskStateChange,
+    TaskManagerMessage, job_manager_message, task_manager_message,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::attempt::{Attempt, AttemptKey, SubtaskExit, job_id_of, subtask_ref};
+
+/// What a session needs to know.
+pub struct SessionConfig {
+    /// This TaskManager's id (the one in its certificate).
+    pub task_manager_id: String,
+    /// Slots it offers.
+    pub slots: u32,
+    /// Where the JobManager's control endpoint listens.
+    pub job_manager: SocketAddr,
+    /// The id in the JobManager's certificate.
+    pub job_manager_id: String,
+    /// Its credentials from the cluster CA.
+    pub credentials: ExecutorCredentials,
+    /// The registration token, if the JobManager wants one.
+    pub registration_token: Vec<u8>,
+    /// How long to keep trying to register.
+    pub registration_timeout: Duration,
+    /// How long cancelled subtasks get to stop before the TaskManager gives up on them.
+    pub cancellation_timeout: Duration,
+}
+
+/// How a session ended badly.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Registration did not succeed in time.
+    #[error(
+        "could not register with the JobManager at {addr} within {timeout:?}: {last}; is the JobManager running and reachable from this host?"
+    )]
+    RegistrationTimeout {
+        /// Where the JobManager was expected.
+        addr: SocketAddr,
+        /// The limit.
+        timeout: Duration,
+        /// The last error.
+        last: String,
+    },
+    /// The JobManager refused this TaskManager.
+    #[error("the JobManager refused this TaskManager: {0}")]
+    Refused(String),
+    /// The control connection broke after registration.
+    #[error("lost the JobManager: {0}")]
+    JobManagerLost(String),
+    /// Cancelled subtasks did not stop in time.
+    #[error(
+        "{count} subtask(s) did not stop within {timeout:?} of being cancelled; stopping the TaskManager (task.cancellation.timeout)"
+    )]
+    CancellationTimeout {
+        /// How many were still running.
+        count: usize,
+        /// The limit.
+        timeout: Duration,
+    },
+}
+
+/// Runs the session until `stop`, a release by the JobManager, or a failure.
+pub async fn run(
+    config: SessionConfig,
+    endpoint: ShuffleEndpoint,
+    stop: CancellationToken,
+) -> Result<(), SessionError> {
+    let data_endpoint = endpoint
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let register = RegisterTaskManager {
+        protocol_version: mesoflow_proto::control::PROTOCOL_VERSION,
+        task_manager_id: config.task_manager_id.clone(),
+        slots: config.slots,
+        data_endpoint,
+        registration_token: config.registration_token.clone().into(),
+        pid: std::process::id(),
+    };
+    let Some((client, heartbeat_interval)) =
+        register_with_retries(&config, register, &stop).await?
+    else {
+        return Ok(());
+    };
+    tracing::info!(
+        task_manager_id = %config.task_manager_id,
+        job_manager = %config.job_manager,
+        "registered with the JobManager"
+    );
+    let (tx, mut rx) = client.split();
+    let (exits_tx, mut exits) = mpsc::unbounded_channel::<SubtaskExit>();
+    let mut attempts: HashMap<AttemptKey, Attempt> = HashMap::new();
+    let mut heartbeat = tokio::time::interval(heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sequence = 0u64;
+    let send = |m: task_manager_message::Kind| {
+        if let Err(e) = tx.send(TaskManagerMessage { kind: Some(m) }) {
+            tracing::debug!(error = %e, "control message not sent");
+        }
+    };
+
+    let outcome = loop {
+        tokio::select! {
+            _ = stop.cancelled() => break Ok(()),
+            _ = heartbeat.tick() => {
+                sequence += 1;
+                let metrics = attempts.values().flat_map(|a| a.live_metrics()).collect();
+                send(task_manager_message::Kind::Heartbeat(Heartbeat { sequence, metrics }));
+            }
+            Some(exit) = exits.recv() => {
+                let Some(attempt) = attempts.get_mut(&exit.attempt) else { continue };
+                let metrics = attempt.on_exit(exit.subtask);
+                let (state, message) = match &exit.result {
+                    Ok(()) => (SubtaskState::Finished, String::new()),
+                    Err(EngineError::Cancelled) => (SubtaskState::Canceled, String::new()),
+                    Err(_) if attempt.is_cancelled() => (SubtaskState::Canceled, String::new()),
+                    Err(e) => (SubtaskState::Failed, e.to_string()),
+                };
+                if state == SubtaskState::Failed {
+                    tracing::warn!(subtask = ?exit.subtask, attempt = exit.attempt.1, %message, "subtask failed");
+                }
+                send(task_manager_message::Kind::SubtaskState(SubtaskStateChange {
+                    subtask: Some(subtask_ref(exit.attempt, exit.subtask)),
+                    state: state as i32,
+                    message,
+                    metrics,
+                }));
+                if attempt.is_done() {
+                    attempts.remove(&exit.attempt);
+                }
+            }
+            message = rx.recv() => match message {
+                Ok(Some(JobManagerMessage { kind: Some(kind) })) => {
+                    match kind {
+                        job_manager_message::Kind::Deploy(deploy) => {
+                            deploy_attempt(&config, &endpoint, &deploy, &exits_tx, &mut attempts, &send);
+                        }
+                        job_manager_message::Kind::Cancel(cancel) => {
+                            match job_id_of(&cancel.job_id) {
+                                Ok(job) => {
+                                    if let Some(a) = attempts.get(&(job, cancel.attempt)) {
+                                        tracing::info!(attempt = cancel.attempt, "cancelling the attempt's subtasks");
+                                        a.cancel_all();
+                                    }
+                                }
+                                Err(e) => tracing::warn!("ignored a cancel: {e}"),
+                            }
+                        }
+                        job_manager_message::Kind::Release(release) => {
+                            tracing::info!(reason = %release.reason, "released by the JobManager");
+                            break Ok(());
+                        }
+                        job_manager_message::Kind::Accepted(_) | job_manager_message::Kind::Refused(_) => {
+                            tracing::debug!("ignored a registration answer outside registration");
+                        }
+                    }
+                }
+                Ok(Some(JobManagerMessage { kind: None })) => {
+                    tracing::warn!("ignored a control message of an unknown kind (newer JobManager?)");
+                }
+                Ok(None) => break Err(SessionError::JobManagerLost("the JobManager closed the control channel".into())),
+                Err(e) => break Err(SessionError::JobManagerLost(e.to_string())),
+            },
+        }
+    };
+
+    // Whatever ended the session, nothing keeps running for a JobManager that is gone.
+    for a in attempts.values() {
+        a.cancel_all();
+    }
+    let deadline = tokio::time::Instant::now() + config.cancellation_timeout;
+    while attempts.values().any(|a| !a.is_done()) {
+        match tokio::time::timeout_at(deadline, exits.recv()).await {
+            Ok(Some(exit)) => {
+                if let Some(a) = attempts.get_mut(&exit.attempt) {
+                    a.on_exit(exit.subtask);
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                let count = attempts.values().map(|a| a.running().count()).sum();
+                return Err(SessionError::CancellationTimeout {
+                    count,
+                    timeout: config.cancellation_timeout,
+                });
+            }
+        }
+    }
+    tx.close("TaskManager stopping");
+    outcome
+}
+
+fn deploy_attempt(
+    config: &SessionConfig,
+    endpoint: &ShuffleEndpoint,
+    deploy: &mesoflow_proto::control::DeploySubtasks,
+    exits: &mpsc::UnboundedSender<SubtaskExit>,
+    attempts: &mut HashMap<AttemptKey, Attempt>,
+    send: &impl Fn(task_manager_message::Kind),
+) {
+    match Attempt::start(deploy, &config.task_manager_id, endpoint, exits.clone()) {
+        Ok(attempt) => {
+            tracing::info!(
+                attempt = deploy.attempt,
+                subtasks = deploy.subtasks.len(),
+                job = deploy.job.as_ref().map(|j| j.name.as_str()).unwrap_or(""),
+                "deployed"
+            );
+            let key = attempt.key();
+            for s in attempt.running() {
+                send(task_manager_message::Kind::SubtaskState(
+                    SubtaskStateChange {
+                        subtask: Some(subtask_ref(key, s)),
+                        state: SubtaskState::Running as i32,
+                        message: String::new(),
+                        metrics: None,
+                    },
+                ));
+            }
+            attempts.insert(key, attempt);
+        }
+        Err(message) => {
+            tracing::error!(attempt = deploy.attempt, %message, "deployment refused");
+            let job = job_id_of(&deploy.job_id).unwrap_or_default();
+            for p in &deploy.subtasks {
+                let s = mesoflow_dataplane::plan::SubtaskId {
+                    chain: p.chain as usize,
+                    index: p.index,
+                };
+                send(task_manager_message::Kind::SubtaskState(
+                    SubtaskStateChange {
+                        subtask: Some(subtask_ref((job, deploy.attempt), s)),
+                        state: SubtaskState::Failed as i32,
+                        message: format!("deployment failed: {message}"),
+                        metrics: None,
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// Registers, retrying with backoff; `None` when stopped first.
+async fn register_with_retries(
+    config: &SessionConfig,
+    register: RegisterTaskManager,
+    stop: &CancellationToken,
+) -> Result<Option<(ControlClient, Duration)>, SessionError> {
+    let deadline = tokio::time::Instant::now() + config.registration_timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let attempt = ControlClient::connect(
+            config.job_manager,
+            &config.job_manager_id,
+            &config.credentials,
+            register.clone(),
+            ControlConfig::default(),
+        );
+        let result = tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            r = attempt => r,
+        };
+        let last = match result {
+            Ok((client, accepted)) => {
+                let interval = Duration::from_millis(accepted.heartbeat_interval_ms.max(10));
+                return Ok(Some((client, interval)));
+            }
+            Err(ControlError::Refused(reason)) => return Err(SessionError::Refused(reason)),
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() + delay > deadline {
+            return Err(SessionError::RegistrationTimeout {
+                addr: config.job_manager,
+                timeout: config.registration_timeout,
+                last,
+            });
+        }
+        tracing::debug!(error = %last, retry_in = ?delay, "registration failed; retrying");
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
