@@ -141,13 +141,15 @@ impl ControlServer {
         task_manager_id: &str,
         message: JobManagerMessage,
     ) -> Result<(), ControlError> {
-        let sessions = self.shared.sessions.lock();
-        let session = sessions
-            .get(task_manager_id)
-            .ok_or_else(|| ControlError::UnknownTaskManager(task_manager_id.to_owned()))?;
-        session
-            .outbox
-            .push(&message, task_manager_id, &session.connection)
+        // Encode outside the lock: a large deployment should not stall other senders.
+        let (outbox, connection) = {
+            let sessions = self.shared.sessions.lock();
+            let session = sessions
+                .get(task_manager_id)
+                .ok_or_else(|| ControlError::UnknownTaskManager(task_manager_id.to_owned()))?;
+            (session.outbox.clone(), session.connection.clone())
+        };
+        outbox.push(&message, task_manager_id, &connection)
     }
 
     /// The TaskManagers currently registered, sorted.
