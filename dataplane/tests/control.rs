@@ -44,7 +44,7 @@ fn cluster() -> Cluster {
     let ca = ClusterCa::generate("control-test").unwrap();
     let jm = ca.issue(JOB_MANAGER).unwrap();
     let server = ControlServer::bind("127.0.0.1:0".parse().unwrap(), &jm, config()).unwrap();
-    let addr = server.local_addr().unwrap();
+    let addr = server.local_addr();
     assert!(addr.ip().is_loopback());
     Cluster { ca, server, addr }
 }
@@ -156,8 +156,17 @@ async fn closed_by_server(connection: &quinn::Connection) -> (u32, String) {
 /// Opens the control stream, writes `bytes` and expects a refusal mentioning `why`.
 async fn expect_refused_after(cluster: &Cluster, id: &str, bytes: &[u8], why: &str) {
     let connection = raw_peer(cluster.addr, &cluster.ca.issue(id).unwrap()).await;
-    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
     send.write_all(bytes).await.unwrap();
+    // The server answers with RegistrationRefused before it closes the connection.
+    let answer = within("the refusal", recv.read_to_end(4096)).await.unwrap();
+    let mut decoder = FrameDecoder::new(4096);
+    decoder.feed(&answer);
+    let refusal = JobManagerMessage::decode(decoder.next_frame().unwrap().unwrap()).unwrap();
+    assert!(
+        matches!(&refusal.kind, Some(job_manager_message::Kind::Refused(r)) if r.reason.contains(why)),
+        "{refusal:?}"
+    );
     let (code, reason) = closed_by_server(&connection).await;
     assert_eq!(code, codes::REFUSED, "{reason}");
     assert!(reason.contains(why), "{reason:?} should mention {why:?}");
@@ -505,4 +514,40 @@ async fn a_closed_server_is_a_recv_error_on_the_client() {
     );
     // And it stays an error.
     assert!(within("the client again", client.recv()).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certified_peer_that_never_registers_is_refused_after_the_handshake_timeout() {
+    let ca = ClusterCa::generate("control-test").unwrap();
+    let jm = ca.issue(JOB_MANAGER).unwrap();
+    let impatient = ControlConfig {
+        handshake_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let server = ControlServer::bind("127.0.0.1:0".parse().unwrap(), &jm, impatient).unwrap();
+    let addr = server.local_addr();
+
+    // Connected, but no stream at all; and a stream with half a frame.
+    let silent = raw_peer(addr, &ca.issue("tm-silent").unwrap()).await;
+    let slow = raw_peer(addr, &ca.issue("tm-slow").unwrap()).await;
+    let (mut send, _recv) = slow.open_bi().await.unwrap();
+    send.write_all(&[0, 0, 0, 9, 1]).await.unwrap();
+    for connection in [&silent, &slow] {
+        let (code, reason) = closed_by_server(connection).await;
+        assert_eq!(code, codes::REFUSED, "{reason}");
+        assert!(reason.contains("handshake timeout"), "{reason}");
+    }
+
+    let creds = ca.issue("tm-1").unwrap();
+    let (_client, _) = within(
+        "a good client",
+        ControlClient::connect(addr, JOB_MANAGER, &creds, register("tm-1"), config()),
+    )
+    .await
+    .unwrap();
+    let event = within("an event", server.next_event()).await;
+    assert!(
+        matches!(&event, Some(ControlEvent::Registered { task_manager_id, .. }) if task_manager_id == "tm-1"),
+        "{event:?}"
+    );
 }

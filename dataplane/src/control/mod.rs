@@ -16,7 +16,9 @@
 //! **Identity.** Both ends verify the peer's certificate chain against the cluster CA in the
 //! handshake; a TaskManager's id is read from its verified certificate, and its Register message
 //! must name the same id. The TaskManager checks that the server's certificate names the
-//! JobManager id it meant to reach.
+//! JobManager id it meant to reach. The TLS configuration is the shuffle's, ALPN included, so a
+//! shuffle endpoint that dials the control port by mistake passes the handshake; it is refused
+//! by the protocol instead (no unidirectional streams are allowed, and no Register arrives).
 //!
 //! **Framing.** Every message is a 4-byte big-endian length and the protobuf bytes
 //! ([`frame`]); a length above [`ControlConfig::max_frame_bytes`] closes the connection without

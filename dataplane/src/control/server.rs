@@ -68,6 +68,7 @@ struct Shared {
 /// The JobManager's control endpoint. Dropping it closes every connection.
 pub struct ControlServer {
     endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
     shared: Arc<Shared>,
     events: tokio::sync::Mutex<mpsc::Receiver<ControlEvent>>,
 }
@@ -75,7 +76,7 @@ pub struct ControlServer {
 impl std::fmt::Debug for ControlServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlServer")
-            .field("local_addr", &self.endpoint.local_addr().ok())
+            .field("local_addr", &self.local_addr)
             .finish_non_exhaustive()
     }
 }
@@ -101,6 +102,10 @@ impl ControlServer {
                 reason: err.to_string(),
             })?
         };
+        let local_addr = endpoint.local_addr().map_err(|err| ControlError::Bind {
+            addr,
+            reason: err.to_string(),
+        })?;
         let (events_tx, events_rx) = mpsc::channel(config.event_queue_messages);
         let shared = Arc::new(Shared {
             config,
@@ -110,22 +115,18 @@ impl ControlServer {
             next_serial: AtomicU64::new(1),
         });
         runtime.spawn(accept_connections(endpoint.clone(), shared.clone()));
-        tracing::info!(addr = %endpoint.local_addr().map_or(addr, |a| a), "control server listening");
+        tracing::info!(addr = %local_addr, "control server listening");
         Ok(Self {
             endpoint,
+            local_addr,
             shared,
             events: tokio::sync::Mutex::new(events_rx),
         })
     }
 
     /// The bound address (with the real port when bound to port 0).
-    pub fn local_addr(&self) -> Result<SocketAddr, ControlError> {
-        self.endpoint
-            .local_addr()
-            .map_err(|err| ControlError::Bind {
-                addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                reason: err.to_string(),
-            })
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
     }
 
     /// The next event; `None` once the server is closed and every connection has ended.
@@ -140,13 +141,15 @@ impl ControlServer {
         task_manager_id: &str,
         message: JobManagerMessage,
     ) -> Result<(), ControlError> {
-        let sessions = self.shared.sessions.lock();
-        let session = sessions
-            .get(task_manager_id)
-            .ok_or_else(|| ControlError::UnknownTaskManager(task_manager_id.to_owned()))?;
-        session
-            .outbox
-            .push(&message, task_manager_id, &session.connection)
+        // Encode outside the lock: a large deployment should not stall other senders.
+        let (outbox, connection) = {
+            let sessions = self.shared.sessions.lock();
+            let session = sessions
+                .get(task_manager_id)
+                .ok_or_else(|| ControlError::UnknownTaskManager(task_manager_id.to_owned()))?;
+            (session.outbox.clone(), session.connection.clone())
+        };
+        outbox.push(&message, task_manager_id, &connection)
     }
 
     /// The TaskManagers currently registered, sorted.
