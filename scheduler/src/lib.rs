@@ -3,3 +3,4 @@
 
 pub mod cli;
 pub mod mesos;
+pub mod resource_manager;
