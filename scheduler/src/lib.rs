@@ -2,4 +2,6 @@
 //! the ResourceManager, and the library behind the `mesoflow` command-line tool.
 
 pub mod cli;
+pub mod job_manager;
 pub mod mesos;
+pub mod resource_manager;

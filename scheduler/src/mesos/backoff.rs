@@ -1,7 +1,9 @@
 //! Exponential backoff with jitter, deterministic under a seed.
 //!
 //! Reconnecting schedulers must not stampede a master that just came back, so every delay is
-//! randomised; the randomness comes from a seeded generator so tests can predict it.
+//! randomised; the randomness comes from a seeded generator so tests can predict it. The same
+//! helper drives the JobManager's `exponential-delay` restart strategy, which grows by a
+//! configurable multiplier and jitters by a fraction around the base ([`BackoffShape`]).
 
 use std::time::Duration;
 
@@ -25,6 +27,32 @@ impl BackoffConfig {
         initial: Duration::from_secs(2),
         max: Duration::from_secs(60),
     };
+}
+
+/// How delays grow and how they are randomised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffShape {
+    /// Factor between consecutive base delays (at least 1).
+    pub multiplier: f64,
+    /// How the base delay is randomised.
+    pub jitter: JitterKind,
+}
+
+impl BackoffShape {
+    /// Doubling with "equal jitter": what the Mesos client uses.
+    pub const DOUBLING: BackoffShape = BackoffShape {
+        multiplier: 2.0,
+        jitter: JitterKind::Equal,
+    };
+}
+
+/// Randomisation of a base delay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JitterKind {
+    /// Uniform in `[base/2, base)`: never collapses to zero, never exceeds the base.
+    Equal,
+    /// Uniform in `[base*(1-f), base*(1+f))` (Flink's `jitter-factor`); `f` in `[0, 1]`.
+    Proportional(f64),
 }
 
 /// A tiny seeded generator (SplitMix64): good enough for jitter, reproducible in tests.
@@ -54,15 +82,22 @@ impl Jitter {
 #[derive(Debug, Clone)]
 pub struct Backoff {
     config: BackoffConfig,
+    shape: BackoffShape,
     attempt: u32,
     jitter: Jitter,
 }
 
 impl Backoff {
-    /// A fresh backoff (next delay is around `config.initial`).
+    /// A fresh doubling backoff with equal jitter (next delay is around `config.initial`).
     pub fn new(config: BackoffConfig, seed: u64) -> Self {
+        Self::with_shape(config, BackoffShape::DOUBLING, seed)
+    }
+
+    /// A fresh backoff growing and jittering as `shape` says.
+    pub fn with_shape(config: BackoffConfig, shape: BackoffShape, seed: u64) -> Self {
         Self {
             config,
+            shape,
             attempt: 0,
             jitter: Jitter::new(seed),
         }
@@ -78,23 +113,38 @@ impl Backoff {
         self.attempt
     }
 
-    /// The delay before the next retry: the capped exponential base, with "equal jitter"
-    /// (uniform in `[base/2, base)`), so it never collapses to zero yet spreads retries out.
+    /// The delay before the next retry: the capped exponential base, jittered as the shape
+    /// says (by default "equal jitter", uniform in `[base/2, base)`, so it never collapses to
+    /// zero yet spreads retries out).
     pub fn next_delay(&mut self) -> Duration {
         let base = self.base();
         self.attempt = self.attempt.saturating_add(1);
-        let half = base / 2;
-        half + half.mul_f64(self.jitter.next_unit())
+        let unit = self.jitter.next_unit();
+        match self.shape.jitter {
+            JitterKind::Equal => {
+                let half = base / 2;
+                half + half.mul_f64(unit)
+            }
+            JitterKind::Proportional(factor) => {
+                let factor = factor.clamp(0.0, 1.0);
+                base.mul_f64(1.0 - factor + 2.0 * factor * unit)
+            }
+        }
     }
 
     /// The capped base delay of the next retry, before jitter.
     pub fn base(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
-        self.config
-            .initial
-            .checked_mul(factor)
-            .unwrap_or(self.config.max)
-            .min(self.config.max)
+        let max = self.config.max;
+        let growth = self
+            .shape
+            .multiplier
+            .max(1.0)
+            .powi(self.attempt.min(i32::MAX as u32) as i32);
+        let secs = self.config.initial.as_secs_f64() * growth;
+        if !secs.is_finite() || secs >= max.as_secs_f64() {
+            return max;
+        }
+        Duration::try_from_secs_f64(secs).map_or(max, |d| d.min(max))
     }
 }
 
@@ -135,6 +185,45 @@ mod tests {
         };
         assert_eq!(run(1), run(1));
         assert_ne!(run(1), run(2));
+    }
+
+    #[test]
+    fn multiplier_and_proportional_jitter() {
+        let config = BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        };
+        let shape = BackoffShape {
+            multiplier: 1.5,
+            jitter: JitterKind::Proportional(0.1),
+        };
+        let mut b = Backoff::with_shape(config, shape, 11);
+        let mut bases = Vec::new();
+        for _ in 0..12 {
+            let base = b.base();
+            let d = b.next_delay();
+            assert!(
+                d >= base.mul_f64(0.9) && d < base.mul_f64(1.1),
+                "{d:?} not within 10% of {base:?}"
+            );
+            bases.push(base.as_millis());
+        }
+        assert_eq!(
+            bases,
+            vec![
+                1000, 1500, 2250, 3375, 5062, 7593, 11390, 17085, 25628, 38443, 57665, 60000
+            ]
+        );
+        let mut none = Backoff::with_shape(
+            config,
+            BackoffShape {
+                multiplier: 2.0,
+                jitter: JitterKind::Proportional(0.0),
+            },
+            1,
+        );
+        assert_eq!(none.next_delay(), Duration::from_secs(1));
+        assert_eq!(none.next_delay(), Duration::from_secs(2));
     }
 
     #[test]
