@@ -1,5 +1,8 @@
 //! Flink-style `-Dkey=value` configuration overrides of the local runner.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use anyhow::{Context, Result, bail};
 use mesoflow_dataplane::RuntimeConfig;
 use mesoflow_dataplane::key_groups::{DEFAULT_MAX_PARALLELISM, UPPER_MAX_PARALLELISM};
@@ -26,6 +29,26 @@ pub const KEYS: &[(&str, &str)] = &[
         "execution.channel-capacity",
         "batches a channel buffers before the sender blocks",
     ),
+    (
+        "heartbeat.interval",
+        "how often TaskManagers send heartbeats to the JobManager (default 10 s)",
+    ),
+    (
+        "heartbeat.timeout",
+        "a TaskManager silent this long is lost (default 50 s)",
+    ),
+    (
+        "cluster.evenly-spread-out-slots",
+        "true: spread subtasks over TaskManagers (default); false: fill one before the next",
+    ),
+    (
+        "restart-strategy.type",
+        "none, fixed-delay or exponential-delay (default)",
+    ),
+    (
+        "restart-strategy.*",
+        "the restart strategy's keys (e.g. restart-strategy.fixed-delay.attempts)",
+    ),
 ];
 
 /// Settings of a local run.
@@ -37,6 +60,14 @@ pub struct LocalConfig {
     pub max_parallelism: u32,
     /// Runtime tunables.
     pub runtime: RuntimeConfig,
+    /// `heartbeat.interval`.
+    pub heartbeat_interval: Duration,
+    /// `heartbeat.timeout`.
+    pub heartbeat_timeout: Duration,
+    /// `cluster.evenly-spread-out-slots`.
+    pub spread: bool,
+    /// The `restart-strategy*` keys, parsed by the restart strategy.
+    pub restart: BTreeMap<String, String>,
 }
 
 impl Default for LocalConfig {
@@ -45,7 +76,21 @@ impl Default for LocalConfig {
             parallelism: 1,
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             runtime: RuntimeConfig::default(),
+            heartbeat_interval: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(50),
+            spread: true,
+            restart: BTreeMap::new(),
         }
+    }
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration> {
+    match value.parse::<u64>() {
+        // Flink reads a bare number as milliseconds.
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(_) => humantime::parse_duration(&value.replace(' ', "")).with_context(|| {
+            format!("-D{key} must be a duration such as 10 s or 500ms, got '{value}'")
+        }),
     }
 }
 
@@ -88,15 +133,20 @@ impl LocalConfig {
                         })?;
                 }
                 "execution.buffer-timeout" => {
-                    let ms = match value.parse::<u64>() {
-                        Ok(ms) => ms,
-                        Err(_) => humantime::parse_duration(value)
-                            .with_context(|| {
-                                format!("-D{key} must be a duration such as 10ms, got '{value}'")
-                            })?
-                            .as_millis() as u64,
-                    };
+                    let ms = duration(key, value)?.as_millis() as u64;
                     self.runtime.buffer_timeout_ms = ms.max(1);
+                }
+                "heartbeat.interval" => self.heartbeat_interval = duration(key, value)?,
+                "heartbeat.timeout" => self.heartbeat_timeout = duration(key, value)?,
+                "cluster.evenly-spread-out-slots" => {
+                    self.spread = match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => bail!("-D{key} must be true or false, got '{value}'"),
+                    }
+                }
+                k if k == "restart-strategy" || k.starts_with("restart-strategy.") => {
+                    self.restart.insert(k.to_owned(), value.to_owned());
                 }
                 "execution.batch-size" => {
                     self.runtime.batch_size = positive(key, value)?.min(1 << 20) as usize;
@@ -112,6 +162,13 @@ impl LocalConfig {
                     );
                 }
             }
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            bail!(
+                "heartbeat.timeout ({:?}) must be longer than heartbeat.interval ({:?})",
+                self.heartbeat_timeout,
+                self.heartbeat_interval
+            );
         }
         Ok(())
     }

@@ -1,8 +1,10 @@
-//! The `mesoflow` command-line tool: `run` a built-in job on the embedded local runtime and list
-//! the built-in `jobs`. (Cluster commands — `list`, `cancel`, `savepoint`, `stop` — come with the
+//! The `mesoflow` command-line tool: `run` a built-in job on the embedded local cluster (a
+//! JobManager in this process, TaskManagers as local `mesoflow-executor` processes) and list the
+//! built-in `jobs`. (Cluster commands — `list`, `cancel`, `savepoint`, `stop` — come with the
 //! REST API.)
 
 pub mod config;
+pub mod local_cluster;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -13,10 +15,19 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use mesoflow_dataplane::checksum::checksum_line;
 use mesoflow_dataplane::jobs::{self, Params};
+use mesoflow_dataplane::plan::plan;
 use mesoflow_dataplane::runtime::JobResult;
-use mesoflow_dataplane::{EnvConfig, JobMetrics, SinkSpec};
+use mesoflow_dataplane::{EnvConfig, SinkSpec};
+use mesoflow_proto::control::sink_definition::Kind as SinkKind_;
+use mesoflow_proto::control::{JobDefinition, RuntimeSettings, SinkDefinition};
 
+use crate::job_manager::placement::slots_needed;
+use crate::job_manager::restart::RestartStrategy;
+use crate::job_manager::shell::{self, Notice, RunEnd, RunStatus, ShellIo};
+use crate::job_manager::{JobManagerConfig, JobMaster, JobSubmission};
+use crate::resource_manager::{LocalProcessDriver, find_executor_binary};
 use config::LocalConfig;
+use local_cluster::LocalCluster;
 
 /// mesoflow: a stateful stream processor for Apache Mesos.
 #[derive(Debug, Parser)]
@@ -69,6 +80,12 @@ pub struct RunArgs {
     /// Where results go (default: file with --output, else print).
     #[arg(long, value_enum)]
     pub sink: Option<SinkKind>,
+    /// TaskManager processes to start on this machine.
+    #[arg(long, default_value_t = 1)]
+    pub executors: u32,
+    /// Slots per TaskManager (default: enough for the job's parallelism).
+    #[arg(long)]
+    pub slots: Option<u32>,
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -142,9 +159,18 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
         }
         local.parallelism = p;
     }
+    if args.executors == 0 {
+        bail!("--executors must be at least 1");
+    }
+    if args.slots == Some(0) {
+        bail!("--slots must be at least 1");
+    }
+    let restart = RestartStrategy::from_config(&local.restart)?;
     let sink = sink_spec(args.sink, args.output.clone())?;
     let is_checksum = matches!(sink, SinkSpec::Checksum);
+    let sink_def = sink_definition(&sink)?;
     let params = Params::parse(&args.params)?;
+    // Build the job here first: a wrong name, parameter or graph fails before any process starts.
     let job = jobs::build(
         &args.job,
         &params,
@@ -155,38 +181,188 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
             sink,
         },
     )?;
+    let plan = plan(&job.graph).with_context(|| format!("cannot plan job '{}'", args.job))?;
+    let chains: Vec<u32> = plan.chains.iter().map(|c| c.parallelism).collect();
+    let needed = slots_needed(&chains);
+    let slots = args
+        .slots
+        .unwrap_or_else(|| needed.div_ceil(args.executors).max(1));
+    if u64::from(slots) * u64::from(args.executors) < u64::from(needed) {
+        bail!(
+            "the job needs {needed} slots (its widest operator has parallelism {needed}) but \
+             --executors {} x --slots {slots} give {}; raise one of them",
+            args.executors,
+            args.executors * slots
+        );
+    }
     tracing::info!(job = %args.job, graph = %job.graph.to_json(), "starting");
-    let handle = mesoflow_dataplane::start_local(job, local.runtime.clone())
-        .with_context(|| format!("cannot start job '{}'", args.job))?;
-    let cancel = handle.cancel_token();
-    spawn_ctrl_c_handler(cancel);
-    let metrics = handle.metrics();
-    let progress = Progress::start(metrics);
-    let result = handle.join();
-    progress.finish();
-    let result = match result {
-        Ok(r) => r,
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("job '{}' failed", args.job))),
+    let definition = JobDefinition {
+        name: args.job.clone(),
+        params: params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        parallelism: local.parallelism,
+        max_parallelism: local.max_parallelism,
+        graph_json: job.graph.to_json(),
+        sink: Some(sink_def),
+        runtime: Some(RuntimeSettings {
+            batch_size: local.runtime.batch_size as u32,
+            channel_capacity: local.runtime.channel_capacity as u32,
+            buffer_timeout_ms: local.runtime.buffer_timeout_ms,
+        }),
     };
-    if result.cancelled && !INTERRUPTED.load(std::sync::atomic::Ordering::Acquire) {
-        // Not Ctrl-C: stdout's reader went away (`mesoflow run ... | head`). Stop quietly.
-        return Ok(ExitCode::SUCCESS);
-    }
+    let executor_binary = find_executor_binary()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    let started = std::time::Instant::now();
+    let end = runtime.block_on(async {
+        let cluster = LocalCluster::start(local.heartbeat_interval)?;
+        let (events_tx, worker_events) = tokio::sync::mpsc::unbounded_channel();
+        let mut tm_config = std::collections::BTreeMap::new();
+        // A local TaskManager whose JobManager does not answer soon is of no use.
+        tm_config.insert("taskmanager.registration.timeout".into(), "30s".into());
+        let driver =
+            LocalProcessDriver::new(cluster.driver_config(executor_binary, tm_config), events_tx)?;
+        let mut master = JobMaster::new(JobManagerConfig {
+            slots_per_worker: slots,
+            workers: args.executors,
+            spread: local.spread,
+            heartbeat_interval: local.heartbeat_interval,
+            heartbeat_timeout: local.heartbeat_timeout,
+            restart,
+            seed: rand::random(),
+            ..JobManagerConfig::default()
+        });
+        master.submit(
+            JobSubmission {
+                job_id: rand::random(),
+                definition,
+                chains,
+            },
+            std::time::Instant::now(),
+        )?;
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let on_ctrl_c = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                INTERRUPTED.store(true, std::sync::atomic::Ordering::Release);
+                eprintln!("\nstopping (Ctrl-C)...");
+                on_ctrl_c.cancel();
+            }
+        });
+        let (status_tx, status) = tokio::sync::watch::channel(RunStatus::default());
+        let (notices_tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+        let progress = Progress::start(status, args.executors);
+        let printer = tokio::spawn(async move {
+            while let Some(n) = notices.recv().await {
+                progress.println(&notice_line(&n));
+            }
+            progress.finish();
+        });
+        let end = shell::run(
+            master,
+            ShellIo {
+                server: cluster.server,
+                driver,
+                worker_events,
+                cancel,
+                status: status_tx,
+                notices: notices_tx,
+            },
+        )
+        .await;
+        let _ = printer.await;
+        anyhow::Ok(end)
+    })?;
+    let elapsed = started.elapsed();
+    let outcome = match end {
+        RunEnd::Finished(outcome) => outcome,
+        RunEnd::Failed(cause) => bail!("job '{}' failed: {cause}", args.job),
+        RunEnd::Cancelled => {
+            eprintln!(
+                "{} cancelled after {:.2} s",
+                args.job,
+                elapsed.as_secs_f64()
+            );
+            return Ok(if INTERRUPTED.load(std::sync::atomic::Ordering::Acquire) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::SUCCESS
+            });
+        }
+    };
     if is_checksum {
-        println!("{}", checksum_line(result.records_out, result.checksum));
+        println!("{}", checksum_line(outcome.records_out, outcome.checksum));
     }
+    let result = JobResult {
+        records_in: outcome.records_in,
+        records_out: outcome.records_out,
+        skipped: outcome.skipped,
+        checksum: outcome.checksum,
+        elapsed,
+        cancelled: false,
+    };
     eprintln!("{}", summary(&args.job, &result));
+    if outcome.restarts > 0 {
+        eprintln!("the job restarted {} time(s)", outcome.restarts);
+    }
     if result.skipped > 0 {
         eprintln!(
             "warning: {} input line(s) could not be parsed and were skipped",
             result.skipped
         );
     }
-    Ok(if result.cancelled {
-        ExitCode::from(130)
-    } else {
-        ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a TaskManager needs to know of the sink.
+fn sink_definition(sink: &SinkSpec) -> Result<SinkDefinition> {
+    Ok(match sink {
+        SinkSpec::Print => SinkDefinition {
+            kind: SinkKind_::Print as i32,
+            path: String::new(),
+        },
+        SinkSpec::Checksum => SinkDefinition {
+            kind: SinkKind_::Checksum as i32,
+            path: String::new(),
+        },
+        SinkSpec::Discard => SinkDefinition {
+            kind: SinkKind_::Discard as i32,
+            path: String::new(),
+        },
+        SinkSpec::Files(dir) => {
+            let dir = std::path::absolute(dir)
+                .with_context(|| format!("cannot resolve --output {}", dir.display()))?;
+            SinkDefinition {
+                kind: SinkKind_::Files as i32,
+                path: dir.to_string_lossy().into_owned(),
+            }
+        }
+        SinkSpec::Collect(_) => bail!("a collecting sink cannot run in TaskManager processes"),
     })
+}
+
+/// One line of stderr for a notice.
+fn notice_line(n: &Notice) -> String {
+    match n {
+        Notice::TaskManagerStarted { id, pid } => match pid {
+            Some(pid) => format!("started TaskManager {id} (pid {pid})"),
+            None => format!("started TaskManager {id}"),
+        },
+        Notice::TaskManagerLost { id, reason } => format!("TaskManager {id} exited: {reason}"),
+        Notice::Restarting {
+            attempt,
+            delay,
+            cause,
+        } => format!(
+            "restarting the job (attempt {attempt}) in {:.1} s after: {cause}",
+            delay.as_secs_f64()
+        ),
+    }
 }
 
 /// The summary line printed when a job ends.
@@ -205,87 +381,72 @@ pub fn summary(job: &str, r: &JobResult) -> String {
 /// Set when the user pressed Ctrl-C (as opposed to the job stopping for another reason).
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// Stops the job cleanly on Ctrl-C (SIGINT).
-fn spawn_ctrl_c_handler(cancel: mesoflow_dataplane::CancelToken) {
-    let spawned = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::warn!("no signal handling: {e}");
-                    return;
-                }
-            };
-            rt.block_on(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    INTERRUPTED.store(true, std::sync::atomic::Ordering::Release);
-                    eprintln!("\nstopping (Ctrl-C)...");
-                    cancel.cancel();
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        tracing::warn!("no Ctrl-C handling: {e}");
-    }
-}
-
-/// Progress line on a terminal for runs longer than ~2 s.
+/// Progress line on a terminal for runs longer than ~2 s; notices print above it.
 struct Progress {
+    bar: Option<indicatif::ProgressBar>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Progress {
-    fn start(metrics: std::sync::Arc<JobMetrics>) -> Self {
+    fn start(status: tokio::sync::watch::Receiver<RunStatus>, executors: u32) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         if !std::io::stderr().is_terminal() {
-            return Self { stop, thread: None };
+            return Self { bar: None, stop };
         }
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new()
+        let bar = indicatif::ProgressBar::hidden();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        let (flag, shown) = (stop.clone(), bar.clone());
+        std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || {
                 use std::sync::atomic::Ordering;
                 let started = std::time::Instant::now();
-                while started.elapsed() < Duration::from_secs(2) {
-                    if flag.load(Ordering::Acquire) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                let bar = indicatif::ProgressBar::new_spinner();
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{spinner} {elapsed} {msg}")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-                );
-                let (mut last_in, mut last_t) = (metrics.records_in(), std::time::Instant::now());
+                let (mut last_in, mut last_t) = (0u64, started);
                 while !flag.load(Ordering::Acquire) {
                     std::thread::sleep(Duration::from_millis(250));
-                    let (now_in, now_t) = (metrics.records_in(), std::time::Instant::now());
-                    let rate = (now_in - last_in) as f64 / (now_t - last_t).as_secs_f64().max(1e-6);
-                    bar.set_message(format!(
-                        "records in {now_in}  out {}  {:.2} M/s",
-                        metrics.records_out(),
+                    if started.elapsed() < Duration::from_secs(2) {
+                        continue;
+                    }
+                    if shown.is_hidden() {
+                        shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                    }
+                    let s = status.borrow().clone();
+                    let now_t = std::time::Instant::now();
+                    let rate = s.records_in.saturating_sub(last_in) as f64
+                        / (now_t - last_t).as_secs_f64().max(1e-6);
+                    shown.set_message(format!(
+                        "executors {}/{executors}  slots {}  attempt {}  records in {}  out {}  {:.2} M/s",
+                        s.task_managers,
+                        s.slots,
+                        s.attempt,
+                        s.records_in,
+                        s.records_out,
                         rate / 1e6
                     ));
-                    bar.tick();
-                    (last_in, last_t) = (now_in, now_t);
+                    shown.tick();
+                    (last_in, last_t) = (s.records_in, now_t);
                 }
-                bar.finish_and_clear();
+                shown.finish_and_clear();
             })
             .ok();
-        Self { stop, thread }
+        Self {
+            bar: Some(bar),
+            stop,
+        }
     }
 
-    fn finish(mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Release);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    fn println(&self, line: &str) {
+        match &self.bar {
+            Some(bar) if !bar.is_hidden() => bar.println(line),
+            _ => eprintln!("{line}"),
         }
+    }
+
+    fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

@@ -5,12 +5,13 @@
 //! - [`placement`]: slot sharing and spread/pack placement of slots over workers.
 //! - [`restart`]: Flink's restart strategies (`none`, `fixed-delay`, `exponential-delay`).
 //!
-//! The shell (control connections, the ResourceManager driver, a timer) feeds the machine and
-//! carries out its [`Action`]s; it never decides anything itself.
+//! The shell ([`shell`]: control connections, the ResourceManager driver, a timer) feeds the
+//! machine and carries out its [`Action`]s; it never decides anything itself.
 
 pub mod master;
 pub mod placement;
 pub mod restart;
+pub mod shell;
 
 #[cfg(test)]
 mod tests;

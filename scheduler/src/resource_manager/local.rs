@@ -136,6 +136,10 @@ impl ResourceManagerDriver for LocalProcessDriver {
             .stdin(Stdio::piped())
             .stdout(Stdio::inherit())
             .stderr(Stdio::inherit())
+            // A group of its own: a terminal's Ctrl-C reaches only the JobManager, which cancels
+            // the job and releases its TaskManagers in order (the executor's parent-death signal
+            // covers a JobManager that dies).
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = command.spawn().map_err(|source| ResourceError::Spawn {
             id: id.clone(),
