@@ -847,13 +847,15 @@ impl JobMaster {
                     cause,
                     delay,
                 });
+                // Replacements first, so a drain that completes at once does not deploy
+                // onto the survivors alone.
+                self.top_up_workers(now);
                 self.begin_drain(
                     AfterDrain::Restart {
                         not_before: now + delay,
                     },
                     now,
                 );
-                self.top_up_workers(now);
             }
             (Phase::Running, RestartDecision::GiveUp(why)) => {
                 self.begin_drain(
