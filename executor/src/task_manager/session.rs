@@ -132,7 +132,8 @@ pub async fn run(
                     Err(_) if attempt.is_cancelled() => (SubtaskState::Canceled, String::new()),
                     Err(e) => (SubtaskState::Failed, e.to_string()),
                 };
-                if state == SubtaskState::Failed {
+                let suppress_restart = matches!(exit.result, Err(EngineError::OutputClosed));
+                if state == SubtaskState::Failed && !suppress_restart {
                     tracing::warn!(subtask = ?exit.subtask, attempt = exit.attempt.1, %message, "subtask failed");
                 }
                 send(task_manager_message::Kind::SubtaskState(SubtaskStateChange {
@@ -140,6 +141,7 @@ pub async fn run(
                     state: state as i32,
                     message,
                     metrics,
+                    suppress_restart,
                 }));
                 if attempt.is_done() {
                     attempts.remove(&exit.attempt);
@@ -230,6 +232,7 @@ fn deploy_attempt(
                         state: SubtaskState::Running as i32,
                         message: String::new(),
                         metrics: None,
+                        suppress_restart: false,
                     },
                 ));
             }
@@ -249,6 +252,7 @@ fn deploy_attempt(
                         state: SubtaskState::Failed as i32,
                         message: format!("deployment failed: {message}"),
                         metrics: None,
+                        suppress_restart: false,
                     },
                 ));
             }

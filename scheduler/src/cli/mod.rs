@@ -102,10 +102,14 @@ pub fn main_entry() -> ExitCode {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESOFLOW_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // The JobManager's failures and restarts reach the user as notices (see `notice_line`);
+    // its own log shows them only when MESOFLOW_LOG asks for it.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MESOFLOW_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,mesoflow_scheduler::job_manager=error")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -281,6 +285,12 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
     let elapsed = started.elapsed();
     let outcome = match end {
         RunEnd::Finished(outcome) => outcome,
+        // `mesoflow run ... | head`: the reader of stdout went away; stop quietly, as before.
+        RunEnd::Failed(cause)
+            if cause.contains(&mesoflow_dataplane::EngineError::OutputClosed.to_string()) =>
+        {
+            return Ok(ExitCode::SUCCESS);
+        }
         RunEnd::Failed(cause) => bail!("job '{}' failed: {cause}", args.job),
         RunEnd::Cancelled => {
             eprintln!(

@@ -557,10 +557,14 @@ impl JobMaster {
                 } else {
                     &change.message
                 };
-                self.fail(
-                    format!("subtask {chain}.{index} on {id} failed: {message}"),
-                    now,
-                );
+                let cause = format!("subtask {chain}.{index} on {id} failed: {message}");
+                if change.suppress_restart {
+                    // Restarting cannot help; the restart strategy is not asked.
+                    warn!(attempt = self.attempt, %cause, "job failure that suppresses restarts");
+                    self.begin_drain(AfterDrain::Fail { cause }, now);
+                } else {
+                    self.fail(cause, now);
+                }
             }
             (Phase::Running, SubtaskState::Canceled) => self.fail(
                 format!("subtask {chain}.{index} on {id} was cancelled unexpectedly"),

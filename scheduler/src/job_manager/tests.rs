@@ -78,6 +78,7 @@ fn change(attempt: u32, chain: u32, index: u32, state: SubtaskState) -> SubtaskS
             String::new()
         },
         metrics: None,
+        suppress_restart: false,
     }
 }
 
@@ -300,6 +301,30 @@ fn a_failed_subtask_cancels_and_restarts_after_the_delay() {
             ..
         })
     ));
+}
+
+#[test]
+fn a_failure_that_suppresses_restarts_fails_the_job_without_restarting() {
+    let t0 = Instant::now();
+    let mut m = JobMaster::new(config(2, 1, true, fixed(5, 1)));
+    running(&mut m, &[2, 2], t0);
+    let mut failed = change(0, 1, 0, SubtaskState::Failed);
+    failed.suppress_restart = true;
+    m.subtask_state(&w(0), &failed, t0);
+    let a = drain(&mut m);
+    assert!(
+        !a.iter().any(|a| matches!(a, Action::Restarting { .. })),
+        "{a:?}"
+    );
+    assert_eq!(cancels(&a), vec![(w(0), 0), (w(1), 0)]);
+    report_all(&mut m, 0, SubtaskState::Canceled, t0);
+    let a = drain(&mut m);
+    assert!(
+        a.iter()
+            .any(|a| matches!(a, Action::Failed { cause } if cause.contains("boom"))),
+        "{a:?}"
+    );
+    assert_eq!(m.status(), JobStatus::Failed);
 }
 
 #[test]
