@@ -225,6 +225,7 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
     let started = std::time::Instant::now();
     let end = runtime.block_on(async {
         let cluster = LocalCluster::start(local.heartbeat_interval)?;
+        tracing::info!(control = %cluster.server.local_addr(), "JobManager listening");
         let (events_tx, worker_events) = tokio::sync::mpsc::unbounded_channel();
         let mut tm_config = std::collections::BTreeMap::new();
         // A local TaskManager whose JobManager does not answer soon is of no use.
