@@ -18,11 +18,48 @@ use crate::stream::SinkSpec;
 pub type LineFormat<T> = Arc<dyn Fn(&T, &mut String) + Send + Sync>;
 
 enum Target {
-    Stdout(std::io::BufWriter<std::io::Stdout>),
+    Stdout(StdoutLines),
     File(std::io::BufWriter<std::fs::File>, PathBuf),
     Checksum { sum: u64 },
     Discard,
     Collect(Arc<parking_lot::Mutex<Vec<String>>>),
+}
+
+/// The most bytes a pipe writes in one piece (POSIX `PIPE_BUF` on Linux).
+const PIPE_BUF: usize = 4096;
+
+/// Lines bound for stdout, written in line-aligned chunks of at most [`PIPE_BUF`] bytes. The
+/// TaskManagers of a local cluster share the CLI's stdout, and a pipe keeps a write of at most
+/// `PIPE_BUF` bytes in one piece, so lines of different processes never interleave mid-line.
+#[derive(Default)]
+struct StdoutLines {
+    buf: Vec<u8>,
+}
+
+impl StdoutLines {
+    /// Appends one line (with its newline).
+    fn push_line(&mut self, line: &[u8]) -> std::io::Result<()> {
+        if !self.buf.is_empty() && self.buf.len() + line.len() > PIPE_BUF {
+            self.flush()?;
+        }
+        self.buf.extend_from_slice(line);
+        if self.buf.len() >= PIPE_BUF {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what is buffered, in one write of whole lines.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(&self.buf)?;
+        out.flush()?;
+        self.buf.clear();
+        Ok(())
+    }
 }
 
 /// The error of a failed write to stdout: a closed pipe is not a failure of the job.
@@ -55,10 +92,7 @@ pub fn line_sink<T: Send + 'static, F: Fn(&T, &mut String) + Send + Sync + 'stat
     ctx: &TaskContext,
 ) -> Result<BoxEmitter<T>> {
     let target = match spec {
-        SinkSpec::Print => Target::Stdout(std::io::BufWriter::with_capacity(
-            1 << 16,
-            std::io::stdout(),
-        )),
+        SinkSpec::Print => Target::Stdout(StdoutLines::default()),
         SinkSpec::Files(dir) => {
             std::fs::create_dir_all(dir).map_err(|cause| EngineError::Output {
                 path: dir.clone(),
@@ -118,7 +152,7 @@ impl<T: Send, F: Fn(&T, &mut String) + Send + Sync> Emitter<T> for LineSink<T, F
                     self.line.clear();
                     fmt(&r.value, &mut self.line);
                     self.line.push('\n');
-                    w.write_all(self.line.as_bytes()).map_err(stdout_error)?;
+                    w.push_line(self.line.as_bytes()).map_err(stdout_error)?;
                 }
             }
             Target::File(w, p) => {

@@ -50,10 +50,14 @@ fn reference(job: &str, params: &[(&str, &str)], parallelism: u32) -> String {
     checksum_line(r.records_out, r.checksum)
 }
 
-/// `mesoflow run <job> --sink checksum ...` with its stderr piped.
+/// `mesoflow run <job> ...` (with `--sink checksum` unless `extra` names a sink), its output
+/// piped.
 fn mesoflow_run(job: &str, params: &[(&str, &str)], extra: &[&str]) -> Command {
     let mut cmd = Command::new(binary("mesoflow"));
-    cmd.arg("run").arg(job).args(["--sink", "checksum"]);
+    cmd.arg("run").arg(job);
+    if !extra.contains(&"--sink") {
+        cmd.args(["--sink", "checksum"]);
+    }
     for (k, v) in params {
         cmd.arg("-p").arg(format!("{k}={v}"));
     }
@@ -359,6 +363,32 @@ fn ctrl_c_stops_the_job_and_leaves_no_executor_process() {
     for pid in [a, b] {
         assert!(!alive(pid), "executor {pid} outlived the CLI");
     }
+}
+
+#[test]
+fn printed_lines_of_four_subtasks_on_two_executors_reach_stdout_whole() {
+    // ~90 K lines from 4 sink subtasks in 2 processes writing to one pipe.
+    let params = [("events", "100000")];
+    let expected = reference("nexmark-q1", &params, 4);
+    let mut cmd = mesoflow_run(
+        "nexmark-q1",
+        &params,
+        &[
+            "--parallelism",
+            "4",
+            "--executors",
+            "2",
+            "--slots",
+            "2",
+            "--sink",
+            "print",
+        ],
+    );
+    cmd.env("MESOFLOW_LOG", "warn");
+    let (code, stdout, stderr) = run_to_end(cmd);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (records, sum) = mesoflow_dataplane::checksum::checksum_lines(stdout.lines());
+    assert_eq!(checksum_line(records, sum), expected);
 }
 
 #[test]

@@ -49,8 +49,6 @@ pub struct Attempt {
     key: AttemptKey,
     cancel: CancelToken,
     running: HashMap<SubtaskId, Running>,
-    /// Counters of subtasks that already ended, for their final report.
-    ended: HashMap<SubtaskId, Arc<JobMetrics>>,
 }
 
 /// The job id of a `DeploySubtasks` or `CancelAttempt` (16 bytes, big-endian).
@@ -222,7 +220,6 @@ impl Attempt {
             key,
             cancel: cancel.clone(),
             running: HashMap::new(),
-            ended: HashMap::new(),
         };
         for runner in runners {
             let id = runner.id();
@@ -283,9 +280,7 @@ impl Attempt {
     /// A subtask ended: forget it; its final counters.
     pub fn on_exit(&mut self, s: SubtaskId) -> Option<SubtaskMetrics> {
         let r = self.running.remove(&s)?;
-        let m = metrics_of(self.key, s, &r.metrics);
-        self.ended.insert(s, r.metrics);
-        Some(m)
+        Some(metrics_of(self.key, s, &r.metrics))
     }
 
     /// Asks every running subtask to stop.
