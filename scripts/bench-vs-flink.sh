@@ -8,6 +8,15 @@
 # (largest process), and the mesoflow/Flink ratio of the medians. Every run's
 # `records=<N> checksum=<hex>` line must equal the other engine's, or the row says INVALID.
 #
+# mesoflow runs distributed (a JobManager in the CLI, TaskManagers as local `mesoflow-executor`
+# processes; GNU time's figures include those children). Most rows use the default shape, one
+# executor with two slots (all channels local). The windowed-count-100k and nexmark-q5 rows run
+# mesoflow in two shapes, `--executors 1 --slots 2` (1x2: local channels) and `--executors 2
+# --slots 1` (2x1: every keyed exchange over the QUIC shuffle with TLS), alternating with each
+# other and with Flink; each shape is a row of the table (column `shape`, executors x slots), all
+# shapes' results must agree with each other and with Flink, and a second table gives the
+# 2x1 / 1x2 ratios.
+#
 # Usage: scripts/bench-vs-flink.sh [--smoke] [--runs N] [--only REGEX] [--flink-only]
 #                                  [--no-build] [--out FILE]
 #   --smoke       small sizes (about a minute in total), for CI; implies --runs 1 unless given
@@ -63,7 +72,8 @@ if (( BUILD )); then
   mvn -q -B -f "$FLINK_DIR/pom.xml" package -DskipTests >&2
   if (( ! FLINK_ONLY )); then
     echo "building mesoflow (release)..." >&2
-    (cd "$ROOT" && cargo build --release -q -p mesoflow-scheduler --bin mesoflow) >&2
+    (cd "$ROOT" && cargo build --release -q -p mesoflow-scheduler -p mesoflow-executor \
+      --bin mesoflow --bin mesoflow-executor) >&2
   fi
 fi
 [[ -f $FLINK_JAR ]] || { echo "error: $FLINK_JAR missing: run without --no-build" >&2; exit 2; }
@@ -73,39 +83,42 @@ fi
 
 # ---- workloads ----------------------------------------------------------------------------
 # row name | job | parameters (both engines) | Flink-only parameters | checkpoint modes
-# (0 = off, 1 = every second; default "0 1")
+# (0 = off, 1 = every second; default "0 1") | mesoflow shapes, EXECUTORSxSLOTS (default: the
+# CLI's default, one executor with enough slots, shown as 1x2)
 if (( SMOKE )); then
   # Small sizes; checkpointing only where it matters most, so that the whole smoke run takes
   # about a minute (mostly JVM and MiniCluster start-up).
   WORKLOADS=(
     "stateless|stateless|events=300000 keys=100000||0"
     "wordcount|wordcount|events=30000||0"
-    "windowed-count-100k|windowed-count|events=300000 keys=100000 window_ms=1000||0 1"
+    "windowed-count-100k|windowed-count|events=300000 keys=100000 window_ms=1000||0 1|1x2 2x1"
     "windowed-count-10m|windowed-count|events=300000 keys=10000000 window_ms=10000|state_backend=rocksdb|0"
     "sliding-count-60x|sliding-count|events=50000 keys=1000 window_ms=6000 slide_ms=100||0"
     "nexmark-q1|nexmark-q1|events=300000||0"
-    "nexmark-q5|nexmark-q5|events=300000||0"
+    "nexmark-q5|nexmark-q5|events=300000||0|1x2 2x1"
   )
 else
   # Sized so that one Flink run takes about 30-120 s on a 2-core machine.
   WORKLOADS=(
     "stateless|stateless|events=10000000 keys=100000|"
     "wordcount|wordcount|events=1000000|"
-    "windowed-count-100k|windowed-count|events=10000000 keys=100000 window_ms=1000|"
+    "windowed-count-100k|windowed-count|events=20000000 keys=100000 window_ms=1000|||1x2 2x1"
     "windowed-count-10m|windowed-count|events=4000000 keys=10000000 window_ms=10000|state_backend=rocksdb"
     "sliding-count-60x|sliding-count|events=1000000 keys=10000 window_ms=6000 slide_ms=100|"
     "tumbling-6s (sliding's twin)|windowed-count|events=1000000 keys=10000 window_ms=6000||0"
     "nexmark-q1|nexmark-q1|events=10000000|"
-    "nexmark-q5|nexmark-q5|events=10000000|"
+    "nexmark-q5|nexmark-q5|events=30000000|||1x2 2x1"
   )
 fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-flink.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
-# run_engine ENGINE JOB PARAMS FLINK_PARAMS CHECKPOINT(0|1) -> "wall user sys maxrss_kb result"
+# run_engine ENGINE JOB PARAMS FLINK_PARAMS CHECKPOINT(0|1) [SHAPE]
+#   -> "wall user sys maxrss_kb result"
+# SHAPE (mesoflow only) is EXECUTORSxSLOTS, e.g. 2x1; empty = the CLI's default shape.
 run_engine() {
-  local engine=$1 job=$2 params=$3 flink_params=$4 ckpt=$5
+  local engine=$1 job=$2 params=$3 flink_params=$4 ckpt=$5 shape=${6:-}
   local -a cmd
   if [[ $engine == flink ]]; then
     # shellcheck disable=SC2206 # word splitting of the parameter lists is intended
@@ -116,6 +129,7 @@ run_engine() {
     local kv
     for kv in $params; do cmd+=(-p "$kv"); done
     cmd+=(--parallelism 2 --sink checksum)
+    [[ -n $shape ]] && cmd+=(--executors "${shape%x*}" --slots "${shape#*x}")
     # shellcheck disable=SC2206
     (( ckpt )) && cmd+=($MESOFLOW_CHECKPOINT_ARGS)
   fi
@@ -133,6 +147,18 @@ run_engine() {
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
+
+# stats FILE EVENTS -> "wall records/s records-per-CPU-s rss_mib" (medians) or "- - - -"
+stats() {
+  local f=$1 events=$2
+  # Failed runs carry no measurements; GNU time's resolution is 10 ms, hence the guards.
+  if [[ ! -s $f ]] || ! grep -vq FAILED "$f"; then echo "- - - -"; return; fi
+  echo "$(awk '$5 != "FAILED" { print $1 }' "$f" | median)" \
+    "$(awk -v n="$events" '$5 != "FAILED" && $1 > 0 { print n / $1 }' "$f" | median)" \
+    "$(awk -v n="$events" '$5 != "FAILED" && ($2 + $3) > 0 { print n / ($2 + $3) }' "$f" | median)" \
+    "$(awk '$5 != "FAILED" { print $4 / 1024 }' "$f" | median)"
+}
 
 # Checkpointed rows need `mesoflow run` to accept MESOFLOW_CHECKPOINT_ARGS; until it does they
 # are skipped (and said so) rather than spending Flink runs on rows that cannot be compared.
@@ -146,73 +172,106 @@ if (( ! FLINK_ONLY )); then
 fi
 
 ROWS=()
+SHAPE_ROWS=()
 INVALID_ROWS=0
 echo "runs per engine: $RUNS; parallelism 2; $(nproc) cores" >&2
 for w in "${WORKLOADS[@]}"; do
-  IFS='|' read -r name job params flink_params ckpt_modes <<<"$w"
+  IFS='|' read -r name job params flink_params ckpt_modes shapes <<<"$w"
   events=$(sed -n 's/.*events=\([0-9]*\).*/\1/p' <<<"$params")
+  # "-" is the CLI's default shape (no --executors/--slots flags).
+  read -r -a shape_list <<<"${shapes:--}"
   for ckpt in ${ckpt_modes:-0 1}; do
     row="$name$( (( ckpt )) && echo ' ckpt=1s' || echo ' ckpt=off')"
     if [[ -n $ONLY ]] && ! [[ $row =~ $ONLY ]]; then continue; fi
     if (( ckpt && ! CKPT_OK )); then
-      ROWS+=("| $row | $events | - | - | - | - | - | - | skipped: mesoflow run has no checkpointing yet |")
+      ROWS+=("| $row | ${shapes:-1x2} | $events | - | - | - | - | - | - | skipped: mesoflow run has no checkpointing yet |")
       continue
     fi
-    : >"$WORK/flink.runs"; : >"$WORK/mesoflow.runs"
+    : >"$WORK/flink.runs"
+    for shape in "${shape_list[@]}"; do : >"$WORK/mesoflow.$shape.runs"; done
     for ((r = 1; r <= RUNS; r++)); do
-      for engine in mesoflow flink; do
-        [[ $engine == mesoflow ]] && (( FLINK_ONLY )) && continue
-        echo "[$row] run $r/$RUNS: $engine" >&2
-        run_engine "$engine" "$job" "$params" "$flink_params" "$ckpt" >>"$WORK/$engine.runs"
+      # mesoflow's shapes in turn, their order rotated every run, then Flink.
+      order=()
+      for ((i = 0; i < ${#shape_list[@]}; i++)); do
+        order+=("${shape_list[(i + r - 1) % ${#shape_list[@]}]}")
       done
+      if (( ! FLINK_ONLY )); then
+        for shape in "${order[@]}"; do
+          echo "[$row] run $r/$RUNS: mesoflow$([[ $shape != - ]] && echo " $shape")" >&2
+          run_engine mesoflow "$job" "$params" "$flink_params" "$ckpt" "${shape#-}" >>"$WORK/mesoflow.$shape.runs"
+        done
+      fi
+      echo "[$row] run $r/$RUNS: flink" >&2
+      run_engine flink "$job" "$params" "$flink_params" "$ckpt" >>"$WORK/flink.runs"
     done
-    # Correctness: every run of both engines must print the same result line.
-    results=$(cat "$WORK/flink.runs" "$WORK/mesoflow.runs" | awk '{ print $5 }' | sort -u)
+    # Correctness: every run of both engines, in every shape, must print the same result line.
+    m_runs=()
+    for shape in "${shape_list[@]}"; do m_runs+=("$WORK/mesoflow.$shape.runs"); done
+    results=$(cat "$WORK/flink.runs" "${m_runs[@]}" | awk '{ print $5 }' | sort -u)
     status=ok
-    if grep -q FAILED "$WORK/mesoflow.runs"; then status="INVALID (mesoflow failed)"
+    if grep -q FAILED "${m_runs[@]}"; then
+      status="INVALID (mesoflow failed$(for shape in "${shape_list[@]}"; do
+        grep -q FAILED "$WORK/mesoflow.$shape.runs" && [[ $shape != - ]] && echo -n " $shape"; done))"
     elif grep -q FAILED "$WORK/flink.runs"; then status="INVALID (Flink failed)"
     elif grep -q NO-RESULT <<<"$results"; then status="INVALID (no result line)"
-    elif [[ $(wc -l <<<"$results") -ne 1 ]]; then status="INVALID (checksums differ)"; fi
+    elif [[ $(wc -l <<<"$results") -ne 1 ]]; then
+      status="INVALID (checksums differ)"
+      # Say which side disagrees: shapes among themselves, or mesoflow with Flink.
+      if (( ${#shape_list[@]} > 1 )) && [[ $(cat "${m_runs[@]}" | awk '{ print $5 }' | sort -u | wc -l) -ne 1 ]]; then
+        status="INVALID (checksums differ between mesoflow shapes)"
+      fi
+    fi
     result=$(grep -vE 'FAILED|NO-RESULT' <<<"$results" | tr _ ' ' | paste -sd '/' - || true)
     if [[ $status == INVALID* ]]; then INVALID_ROWS=$((INVALID_ROWS + 1)); fi
     if (( FLINK_ONLY )) && [[ $status == ok ]]; then status=flink-only; fi
-    for engine in mesoflow flink; do
-      f="$WORK/$engine.runs"
-      if [[ ! -s $f ]]; then eval "${engine}_stats='- - - -'"; continue; fi
-      # Failed runs carry no measurements; GNU time's resolution is 10 ms, hence the guards.
-      if ! grep -vq FAILED "$f"; then eval "${engine}_stats='- - - -'"; continue; fi
-      wall=$(awk '$5 != "FAILED" { print $1 }' "$f" | median)
-      rps=$(awk -v n="$events" '$5 != "FAILED" && $1 > 0 { print n / $1 }' "$f" | median)
-      rpc=$(awk -v n="$events" '$5 != "FAILED" && ($2 + $3) > 0 { print n / ($2 + $3) }' "$f" | median)
-      rss=$(awk '$5 != "FAILED" { print $4 / 1024 }' "$f" | median)
-      eval "${engine}_stats='$wall $rps $rpc $rss'"
+    read -r f_wall f_rps f_rpc f_rss <<<"$(stats "$WORK/flink.runs" "$events")"
+    for shape in "${shape_list[@]}"; do
+      read -r m_wall m_rps m_rpc m_rss <<<"$(stats "$WORK/mesoflow.$shape.runs" "$events")"
+      eval "rpc_${shape//-/d}=$m_rpc rps_${shape//-/d}=$m_rps"
+      label=${shape/#-/1x2}
+      ROWS+=("$(awk -v row="$row" -v sh="$label" -v ev="$events" -v mw="$m_wall" -v mr="$m_rps" -v mc="$m_rpc" -v mm="$m_rss" \
+        -v fw="$f_wall" -v fr="$f_rps" -v fc="$f_rpc" -v fm="$f_rss" -v r1="$(ratio "$m_rps" "$f_rps")" \
+        -v r2="$(ratio "$m_rpc" "$f_rpc")" -v st="$status" -v res="$result" '
+        function k(x) { return x == "-" ? "-" : sprintf("%.0f K", x / 1000) }
+        function s(x) { return x == "-" ? "-" : sprintf("%.2f", x) }
+        function mb(x) { return x == "-" ? "-" : sprintf("%.0f", x) }
+        BEGIN { printf "| %s | %s | %s | %s / %s | %s / %s | %s / %s | %s / %s | %s | %s | %s `%s` |\n",
+          row, sh, ev, s(mw), s(fw), k(mr), k(fr), k(mc), k(fc), mb(mm), mb(fm), r1, r2, st, res }')")
+      echo "${ROWS[-1]}" >&2
     done
-    read -r m_wall m_rps m_rpc m_rss <<<"$mesoflow_stats"
-    read -r f_wall f_rps f_rpc f_rss <<<"$flink_stats"
-    ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2fx", a / b }'; }
-    ROWS+=("$(awk -v row="$row" -v ev="$events" -v mw="$m_wall" -v mr="$m_rps" -v mc="$m_rpc" -v mm="$m_rss" \
-      -v fw="$f_wall" -v fr="$f_rps" -v fc="$f_rpc" -v fm="$f_rss" -v r1="$(ratio "$m_rps" "$f_rps")" \
-      -v r2="$(ratio "$m_rpc" "$f_rpc")" -v st="$status" -v res="$result" '
-      function k(x) { return x == "-" ? "-" : sprintf("%.0f K", x / 1000) }
-      function s(x) { return x == "-" ? "-" : sprintf("%.2f", x) }
-      function mb(x) { return x == "-" ? "-" : sprintf("%.0f", x) }
-      BEGIN { printf "| %s | %s | %s / %s | %s / %s | %s / %s | %s / %s | %s | %s | %s `%s` |\n",
-        row, ev, s(mw), s(fw), k(mr), k(fr), k(mc), k(fc), mb(mm), mb(fm), r1, r2, st, res }')")
-    echo "${ROWS[-1]}" >&2
+    if [[ " ${shape_list[*]} " == *" 1x2 "* && " ${shape_list[*]} " == *" 2x1 "* ]] && (( ! FLINK_ONLY )); then
+      SHAPE_ROWS+=("$(awk -v row="$row" -v c1="$rpc_1x2" -v c2="$rpc_2x1" -v w1="$rps_1x2" -v w2="$rps_2x1" \
+        -v fc="$f_rpc" -v rc="$(ratio "$rpc_2x1" "$rpc_1x2")" -v rw="$(ratio "$rps_2x1" "$rps_1x2")" \
+        -v rf="$(ratio "$rpc_2x1" "$f_rpc")" -v st="$status" '
+        function k(x) { return x == "-" ? "-" : sprintf("%.0f K", x / 1000) }
+        BEGIN {
+          t1 = (c2 == "-") ? "-" : (c2 >= 1000000 ? "met" : "missed")
+          t2 = (c1 == "-" || c2 == "-" || c1 == 0) ? "-" : (c2 / c1 >= 0.5 ? "met" : "missed")
+          printf "| %s | %s / %s | %s | %s / %s | %s | %s | %s | %s (>= 1 M per CPU-s), %s (>= 50%% of 1x2) |\n",
+            row, k(c1), k(c2), rc, k(w1), k(w2), rw, k(fc), rf, t1, t2 }')")
+      echo "${SHAPE_ROWS[-1]}" >&2
+    fi
   done
 done
 
 {
   echo
-  echo "| workload | events | wall s (mesoflow / Flink) | records/s | records per CPU-s | peak RSS MiB | ratio records/s | ratio per CPU-s | result |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| workload | shape | events | wall s (mesoflow / Flink) | records/s | records per CPU-s | peak RSS MiB | ratio records/s | ratio per CPU-s | result |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
-  echo "Medians of $RUNS run(s) per engine, alternating; parallelism 2; ratios are mesoflow / Flink."
+  echo "Medians of $RUNS run(s) per engine (and per shape), alternating; parallelism 2; ratios are"
+  echo "mesoflow / Flink. Shape: mesoflow executors x slots per executor (Flink: one MiniCluster JVM)."
+  if (( ${#SHAPE_ROWS[@]} > 0 )); then
+    echo
+    echo "| workload | records per CPU-s (1x2 / 2x1) | ratio 2x1 / 1x2 | records/s (1x2 / 2x1) | ratio 2x1 / 1x2 | Flink p=2 records per CPU-s | ratio 2x1 / Flink | targets for 2x1 |"
+    echo "|---|---|---|---|---|---|---|---|"
+    printf '%s\n' "${SHAPE_ROWS[@]}"
+  fi
 } | tee "${OUT:-/dev/null}"
 
 # A row whose engines disagree (or that failed) makes the whole run fail, so CI notices.
 if (( INVALID_ROWS > 0 )); then
-  echo "error: $INVALID_ROWS row(s) INVALID: the engines' results differ or a run failed" >&2
+  echo "error: $INVALID_ROWS row(s) INVALID: the engines' (or mesoflow's shapes') results differ or a run failed" >&2
   exit 1
 fi
