@@ -1,7 +1,8 @@
 //! Properties the engine relies on when it wraps the generators as parallel sources.
 
+use mesoflow_dataplane::checksum::Checksum;
 use mesoflow_dataplane::generators::{
-    Checksum, Datagen, DatagenConfig, EventKind, NexmarkConfig, TextGen, subtask_indices,
+    Datagen, DatagenConfig, EventKind, NexmarkConfig, TextGen, subtask_indices,
 };
 
 const EVENTS: u64 = 200_000;

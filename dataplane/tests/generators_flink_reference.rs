@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-use mesoflow_dataplane::generators::{Checksum, Datagen, DatagenConfig, NexmarkConfig, TextGen};
+use mesoflow_dataplane::checksum::Checksum;
+use mesoflow_dataplane::generators::{Datagen, DatagenConfig, NexmarkConfig, TextGen};
 
 fn jar() -> PathBuf {
     std::env::var_os("FLINK_BASELINE_JAR").map_or_else(

@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mesoflow_dataplane::generators::{Checksum, Datagen, DatagenConfig, NexmarkConfig, TextGen};
+use mesoflow_dataplane::checksum::Checksum;
+use mesoflow_dataplane::generators::{Datagen, DatagenConfig, NexmarkConfig, TextGen};
 
 const EVENTS: u64 = 1_000_000;
 const SEED: u64 = 42;

@@ -1,6 +1,7 @@
 //! Names of logical channels and the header that opens each stream.
 
 use super::frame::{FrameError, FrameKind, encode_frame};
+use crate::checksum::Fnv1a64;
 use bytes::Bytes;
 
 /// One logical channel: records of one edge of one job from one producer subtask to one consumer
@@ -87,19 +88,14 @@ impl ChannelHeader {
 /// name and its archived size and alignment. It catches a consumer wired to the wrong edge, not
 /// a malicious peer (bytecheck does that).
 pub fn record_type_fingerprint<T: rkyv::Archive>() -> u64 {
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
     let name = std::any::type_name::<T>();
     let size = std::mem::size_of::<T::Archived>() as u64;
     let align = std::mem::align_of::<T::Archived>() as u64;
-    for byte in name
-        .bytes()
-        .chain(size.to_le_bytes())
-        .chain(align.to_le_bytes())
-    {
-        hash ^= byte as u64;
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
+    Fnv1a64::new()
+        .write(name.as_bytes())
+        .write(&size.to_le_bytes())
+        .write(&align.to_le_bytes())
+        .finish()
 }
 
 #[cfg(test)]
@@ -130,5 +126,13 @@ mod tests {
             record_type_fingerprint::<u64>(),
             record_type_fingerprint::<u32>()
         );
+    }
+
+    /// The fingerprint travels in every stream header: pin it so that a change of the hashing
+    /// cannot go unnoticed (FNV-1a-64 of `"u64"`, then size 8 and alignment 8 as LE u64s).
+    #[test]
+    fn fingerprint_is_pinned() {
+        assert_eq!(record_type_fingerprint::<u64>(), 0xaf4c_548b_cc96_4472);
+        assert_eq!(record_type_fingerprint::<u32>(), 0x9764_b957_2e2e_ab91);
     }
 }
