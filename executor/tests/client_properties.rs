@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mesoflow_executor::client::{
     Action, CallOutcome, ClientConfig, ExecutorClient, OutgoingCall, SubscribeFailure,
-    SubscriptionId, TaskReport, is_terminal,
+    SubscriptionId, TaskReport,
 };
 use mesoflow_executor::reconnect::ReconnectPolicy;
 use mesoflow_proto::mesos::v1::executor::{Event, event};
@@ -132,7 +132,7 @@ impl Observer {
                         if state == TaskState::TaskKilling {
                             assert!(self.killing_state, "TASK_KILLING without the capability");
                         }
-                        if is_terminal(state) {
+                        if state.is_terminal() {
                             self.terminal.insert(task_id);
                         }
                     }

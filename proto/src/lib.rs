@@ -34,6 +34,32 @@ pub mod mesos {
     pub mod v1 {
         include!(concat!(env!("OUT_DIR"), "/mesos.v1.rs"));
 
+        impl TaskState {
+            /// Whether a task in this state is over for good, as Mesos 1.11's
+            /// `protobuf::isTerminalState` defines it: FINISHED, FAILED, KILLED, LOST, ERROR,
+            /// DROPPED, GONE and GONE_BY_OPERATOR. UNREACHABLE and UNKNOWN are not terminal (the
+            /// task may come back), nor are STAGING, STARTING, RUNNING and KILLING.
+            pub fn is_terminal(self) -> bool {
+                matches!(
+                    self,
+                    TaskState::TaskFinished
+                        | TaskState::TaskFailed
+                        | TaskState::TaskKilled
+                        | TaskState::TaskLost
+                        | TaskState::TaskError
+                        | TaskState::TaskDropped
+                        | TaskState::TaskGone
+                        | TaskState::TaskGoneByOperator
+                )
+            }
+        }
+
+        /// [`TaskState::is_terminal`] of a raw `TaskStatus.state`; a value this build does not
+        /// know (sent by a newer master or agent) is not terminal.
+        pub fn is_terminal_state(state: i32) -> bool {
+            TaskState::try_from(state).is_ok_and(TaskState::is_terminal)
+        }
+
         /// The v1 scheduler API (`mesos.v1.scheduler`): `Call`s a framework sends to
         /// `/api/v1/scheduler` and the `Event`s it receives on its subscription stream.
         pub mod scheduler {
@@ -62,4 +88,14 @@ pub mod control {
 
     /// Version of the control protocol this build speaks.
     pub const PROTOCOL_VERSION: u32 = 1;
+
+    impl SubtaskState {
+        /// Whether a subtask in this state is over: FINISHED, CANCELED or FAILED.
+        pub fn is_terminal(self) -> bool {
+            matches!(
+                self,
+                SubtaskState::Finished | SubtaskState::Canceled | SubtaskState::Failed
+            )
+        }
+    }
 }

@@ -191,22 +191,6 @@ pub fn new_uuid_bytes() -> Bytes {
     Bytes::copy_from_slice(uuid::Uuid::new_v4().as_bytes())
 }
 
-/// Whether a task state is terminal (`isTerminalState` in Mesos 1.11).
-pub fn is_terminal(state: i32) -> bool {
-    use v1::TaskState as S;
-    matches!(
-        S::try_from(state),
-        Ok(S::TaskFinished
-            | S::TaskFailed
-            | S::TaskKilled
-            | S::TaskLost
-            | S::TaskError
-            | S::TaskDropped
-            | S::TaskGone
-            | S::TaskGoneByOperator)
-    )
-}
-
 /// Seconds since the epoch as the float Mesos writes into `TaskStatus.timestamp`.
 pub fn wall_clock_seconds() -> f64 {
     std::time::SystemTime::now()

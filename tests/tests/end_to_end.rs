@@ -275,7 +275,7 @@ async fn run_probe(
     let mut statuses = Vec::new();
     while statuses
         .last()
-        .is_none_or(|s: &v1::TaskStatus| !mesoflow_tests::wire::is_terminal(s.state))
+        .is_none_or(|s: &v1::TaskStatus| !v1::is_terminal_state(s.state))
     {
         statuses.push(client.update(20 * SEC).await);
     }

@@ -257,13 +257,6 @@ struct Subtask {
     metrics: Option<SubtaskMetrics>,
 }
 
-fn is_terminal(state: SubtaskState) -> bool {
-    matches!(
-        state,
-        SubtaskState::Finished | SubtaskState::Canceled | SubtaskState::Failed
-    )
-}
-
 /// What happens once a cancelled attempt has drained.
 #[derive(Debug, Clone, PartialEq)]
 enum AfterDrain {
@@ -487,7 +480,7 @@ impl JobMaster {
                 let hosted_live = self
                     .subtasks
                     .values()
-                    .any(|s| &s.worker == id && !is_terminal(s.state));
+                    .any(|s| &s.worker == id && !s.state.is_terminal());
                 if hosted_live {
                     self.fail(cause, now);
                 }
@@ -514,7 +507,7 @@ impl JobMaster {
             };
             if let Some(subtask) = self.subtasks.get_mut(&key)
                 && &subtask.worker == id
-                && !is_terminal(subtask.state)
+                && !subtask.state.is_terminal()
             {
                 subtask.metrics = Some(metrics.clone());
             }
@@ -541,7 +534,7 @@ impl JobMaster {
             warn!(worker = %id, placed_on = %subtask.worker, "ignoring a state change of a subtask placed elsewhere");
             return;
         }
-        if is_terminal(subtask.state) {
+        if subtask.state.is_terminal() {
             return;
         }
         debug!(worker = %id, chain = key.0, index = key.1, ?state, "subtask state");
@@ -608,7 +601,7 @@ impl JobMaster {
             let stuck: Vec<WorkerId> = self
                 .subtasks
                 .values()
-                .filter(|s| !is_terminal(s.state))
+                .filter(|s| !s.state.is_terminal())
                 .map(|s| s.worker.clone())
                 .collect();
             for id in stuck {
@@ -896,7 +889,7 @@ impl JobMaster {
         let mut hosts: Vec<&WorkerId> = self
             .subtasks
             .values()
-            .filter(|s| !is_terminal(s.state))
+            .filter(|s| !s.state.is_terminal())
             .map(|s| &s.worker)
             .filter(|id| self.workers.contains_key(*id))
             .collect();
@@ -928,7 +921,7 @@ impl JobMaster {
         let drained = self
             .subtasks
             .values()
-            .all(|s| is_terminal(s.state) || !self.workers.contains_key(&s.worker));
+            .all(|s| s.state.is_terminal() || !self.workers.contains_key(&s.worker));
         if !drained {
             return;
         }

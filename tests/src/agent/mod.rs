@@ -28,7 +28,7 @@ use v1::task_status::{Reason, Source};
 
 use crate::http::Rejection;
 use crate::resources::{AttributeValue, Resources};
-use crate::wire::{self, is_terminal};
+use crate::wire;
 use fetcher::FetchUri;
 use launcher::{CommandSpec, HOST_DEFAULT_PATH, mesos_duration};
 use status_updates::StatusUpdateManager;
@@ -590,10 +590,11 @@ impl Agent {
             );
             self.send_update(now, framework_id, status);
         }
-        let idle = self
-            .executors
-            .get(&key)
-            .is_some_and(|e| e.tasks.values().all(|t| t.state.is_some_and(is_terminal)));
+        let idle = self.executors.get(&key).is_some_and(|e| {
+            e.tasks
+                .values()
+                .all(|t| t.state.is_some_and(v1::is_terminal_state))
+        });
         if idle {
             self.shutdown_executor(now, framework_id, &key.1);
         }
@@ -660,7 +661,7 @@ impl Agent {
                 if fw == framework_id
                     && e.tasks
                         .get(task_id)
-                        .is_some_and(|t| t.state.is_some_and(is_terminal))
+                        .is_some_and(|t| t.state.is_some_and(v1::is_terminal_state))
                 {
                     e.tasks.remove(task_id);
                 }
@@ -729,7 +730,7 @@ impl Agent {
         };
         let (framework_id, executor_id) = key.clone();
         for (task_id, task) in &e.tasks {
-            if task.state.is_some_and(is_terminal) {
+            if task.state.is_some_and(v1::is_terminal_state) {
                 continue;
             }
             let status = self.agent_status(

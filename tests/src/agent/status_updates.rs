@@ -89,7 +89,7 @@ impl StatusUpdateManager {
             None => return Err(AckError::NoStream(task_id.to_string())),
         }
         let acked = stream.pending.pop_front();
-        let terminal = acked.is_some_and(|s| crate::wire::is_terminal(s.state));
+        let terminal = acked.is_some_and(|s| v1::is_terminal_state(s.state));
         if let Some(next) = stream.pending.front().cloned() {
             stream.backoff = self.retry_min;
             stream.next_retry = Some(now + self.retry_min);

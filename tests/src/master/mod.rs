@@ -24,7 +24,7 @@ use v1::{TaskState, scheduler as sched};
 
 use crate::http::Rejection;
 use crate::resources::{AttributeValue, Resources};
-use crate::wire::{self, ResourceFormat, has_capability, is_terminal, validate_id};
+use crate::wire::{self, ResourceFormat, has_capability, validate_id};
 
 /// Identifies one subscription stream (the `Mesos-Stream-Id` value).
 pub type StreamId = String;
@@ -1296,7 +1296,7 @@ impl Master {
         let live = self.frameworks[framework_id]
             .tasks
             .get(task_id)
-            .is_some_and(|t| !is_terminal(t.state));
+            .is_some_and(|t| !v1::is_terminal_state(t.state));
         if live || accepted.contains(task_id) {
             return Err(format!("Task has duplicate ID: {task_id}"));
         }
@@ -1529,7 +1529,7 @@ impl Master {
         if let Some(fw) = self.frameworks.get_mut(framework_id)
             && let Some(task) = fw.tasks.get(&task_id)
             && task.latest_uuid.as_ref() == Some(&ack.uuid)
-            && is_terminal(task.state)
+            && v1::is_terminal_state(task.state)
         {
             fw.tasks.remove(&task_id);
         }
@@ -1773,7 +1773,7 @@ impl Master {
                 .map(|i| i.value.clone())
                 .unwrap_or_default();
             let resources = wire::from_proto(&task.resources).unwrap_or_default();
-            if !is_terminal(*state) {
+            if !v1::is_terminal_state(*state) {
                 allocated.add(&resources);
             }
             // A new leader learns frameworks from their agents; they must re-subscribe.
@@ -1800,7 +1800,7 @@ impl Master {
                     state: *state,
                     latest_uuid: None,
                     resources,
-                    resources_released: is_terminal(*state),
+                    resources_released: v1::is_terminal_state(*state),
                     unreachable_time: None,
                 },
             );
@@ -1840,7 +1840,7 @@ impl Master {
         if let Some(task) = fw.tasks.get_mut(&status.task_id.value) {
             task.state = status.state;
             task.latest_uuid = status.uuid.clone();
-            if is_terminal(status.state) && !task.resources_released {
+            if v1::is_terminal_state(status.state) && !task.resources_released {
                 task.resources_released = true;
                 let resources = task.resources.clone();
                 if let Some(a) = self.agents.get_mut(agent_id) {
@@ -2013,7 +2013,7 @@ impl Master {
             let ids: Vec<String> = fw
                 .tasks
                 .iter()
-                .filter(|(_, t)| t.agent == agent_id && !is_terminal(t.state))
+                .filter(|(_, t)| t.agent == agent_id && !v1::is_terminal_state(t.state))
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in ids {
