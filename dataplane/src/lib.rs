@@ -46,6 +46,7 @@
 //! [`control`] is the channel between the JobManager and its TaskManagers (registration,
 //! heartbeats, deployments) over mutually authenticated QUIC, separate from the shuffle.
 
+pub mod backoff;
 pub mod checksum;
 pub mod context;
 pub mod control;

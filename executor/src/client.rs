@@ -23,6 +23,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use mesoflow_dataplane::backoff::Backoff;
 use mesoflow_proto::mesos::v1::executor::{Call, Event, call, event};
 use mesoflow_proto::mesos::v1::{
     self as mesos, ExecutorId, FrameworkId, TaskId, TaskInfo, TaskState, TaskStatus,
@@ -33,7 +34,7 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use crate::environment::ExecutorEnvironment;
-use crate::reconnect::{Backoff, ReconnectPolicy};
+use crate::reconnect::ReconnectPolicy;
 
 /// Grace period between a graceful and a forced kill when neither the KILL event nor the
 /// TaskInfo carries a kill policy (the Mesos executors' default).
@@ -320,7 +321,7 @@ impl ExecutorClient {
     /// A client that immediately asks to subscribe. `seed` feeds the generator of update UUIDs
     /// and backoff jitter (take it from the OS in production, fix it in tests).
     pub fn new(config: ClientConfig, now: Instant, seed: u64) -> Self {
-        let backoff = Backoff::new(config.reconnect.backoff_max);
+        let backoff = config.reconnect.backoff();
         let give_up_at = now + config.reconnect.registration_timeout;
         let mut client = Self {
             config,
@@ -798,7 +799,7 @@ impl ExecutorClient {
 
     /// Arms the next subscription attempt after a jittered delay.
     fn schedule_retry(&mut self, now: Instant) {
-        let delay = self.backoff.next_delay(&mut self.rng);
+        let delay = self.backoff.next_delay_with(&mut self.rng);
         tracing::info!(delay = ?delay, "will subscribe to the agent again");
         match self.link {
             Link::Subscribed { id } => {
@@ -1021,7 +1022,7 @@ impl ExecutorClient {
         };
         if let Some(task) = self.tasks.get_mut(task_id) {
             task.last_state = Some(state);
-            task.ended |= is_terminal(state);
+            task.ended |= state.is_terminal();
         }
         tracing::info!(task_id, state = state.as_str_name(), "status update");
         let update = call::Update { status };
@@ -1200,19 +1201,4 @@ fn malformed(event: &str, field: &str) {
 /// A Mesos `DurationInfo` as a `Duration`; negative values mean "no grace".
 fn duration_from_info(info: &mesos::DurationInfo) -> Duration {
     Duration::from_nanos(u64::try_from(info.nanoseconds).unwrap_or(0))
-}
-
-/// Terminal task states, as the agent's `isTerminalState` (1.11) defines them.
-pub fn is_terminal(state: TaskState) -> bool {
-    matches!(
-        state,
-        TaskState::TaskFinished
-            | TaskState::TaskFailed
-            | TaskState::TaskKilled
-            | TaskState::TaskLost
-            | TaskState::TaskError
-            | TaskState::TaskDropped
-            | TaskState::TaskGone
-            | TaskState::TaskGoneByOperator
-    )
 }

@@ -7,13 +7,13 @@
 //! keeps trying for `MESOS_RECOVERY_TIMEOUT` and then exits. Without checkpointing the agent never
 //! reconnects to an executor it lost, so a lost subscription ends the executor.
 //!
-//! Delays use "full jitter": a uniform draw from `[0, cap]`, where the cap doubles from
-//! [`INITIAL_BACKOFF_CAP`] up to the maximum. Many executors on one agent therefore spread their
+//! Delays use "full jitter" ([`BackoffShape::FULL_JITTER`]): a uniform draw from `[0, cap]`,
+//! where the cap doubles from [`INITIAL_BACKOFF_CAP`] up to the maximum. Many executors on one agent therefore spread their
 //! retries instead of hammering an agent that is still recovering, and the first retry is fast.
 
 use std::time::Duration;
 
-use rand::Rng;
+use mesoflow_dataplane::backoff::{Backoff, BackoffConfig, BackoffShape};
 
 use crate::environment::Checkpointing;
 
@@ -28,40 +28,14 @@ pub const DEFAULT_SUBSCRIPTION_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// `--executor_registration_timeout`, after which it destroys an executor that never subscribed.
 pub const DEFAULT_REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Truncated exponential backoff with full jitter.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// A backoff whose delays never exceed `max`.
-    pub fn new(max: Duration) -> Self {
-        Self { max, attempt: 0 }
-    }
-
-    /// The cap for the next draw, without drawing.
-    pub fn current_cap(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
-        INITIAL_BACKOFF_CAP.saturating_mul(factor).min(self.max)
-    }
-
-    /// Draws the next delay from `[0, cap]` and doubles the cap for the attempt after.
-    pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
-        let cap = self.current_cap();
-        self.attempt = self.attempt.saturating_add(1);
-        if cap.is_zero() {
-            return Duration::ZERO;
-        }
-        let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rng.random_range(0..=nanos))
-    }
-
-    /// Called on SUBSCRIBED: the next outage starts again from the smallest cap.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
+/// Full-jitter backoff whose delays never exceed `max`.
+fn subscription_backoff(max: Duration) -> Backoff {
+    let config = BackoffConfig {
+        initial: INITIAL_BACKOFF_CAP,
+        max,
+    };
+    // The seed is unused: the client draws from its own generator.
+    Backoff::with_shape(config, BackoffShape::FULL_JITTER, 0)
 }
 
 /// The reconnection rules derived from the executor's environment.
@@ -77,6 +51,13 @@ pub struct ReconnectPolicy {
 }
 
 impl ReconnectPolicy {
+    /// The backoff between subscription attempts: full jitter under a cap that doubles from
+    /// [`INITIAL_BACKOFF_CAP`] to [`Self::backoff_max`]. Draw delays with
+    /// [`Backoff::next_delay_with`] and reset it on SUBSCRIBED.
+    pub fn backoff(&self) -> Backoff {
+        subscription_backoff(self.backoff_max)
+    }
+
     /// The policy a Mesos agent expects for the given checkpointing mode.
     pub fn for_checkpointing(checkpointing: Checkpointing) -> Self {
         match checkpointing {
@@ -105,53 +86,30 @@ mod tests {
 
     #[test]
     fn caps_double_up_to_the_maximum_and_reset() {
-        let mut backoff = Backoff::new(Duration::from_secs(2));
+        let mut backoff = subscription_backoff(Duration::from_secs(2));
         let mut rng = SmallRng::seed_from_u64(7);
         let mut caps = Vec::new();
         for _ in 0..7 {
-            caps.push(backoff.current_cap().as_millis());
-            let delay = backoff.next_delay(&mut rng);
+            caps.push(backoff.base().as_millis());
+            let delay = backoff.next_delay_with(&mut rng);
             assert!(delay <= Duration::from_millis(*caps.last().unwrap() as u64));
         }
         assert_eq!(caps, [100, 200, 400, 800, 1600, 2000, 2000]);
         backoff.reset();
-        assert_eq!(backoff.current_cap(), INITIAL_BACKOFF_CAP);
+        assert_eq!(backoff.base(), INITIAL_BACKOFF_CAP);
     }
 
     #[test]
-    fn delays_never_exceed_a_small_maximum_and_are_spread() {
-        let max = Duration::from_millis(30);
-        let mut backoff = Backoff::new(max);
+    fn a_small_maximum_bounds_the_first_delay() {
+        let policy = ReconnectPolicy::for_checkpointing(Checkpointing::Enabled {
+            recovery_timeout: Duration::from_secs(900),
+            backoff_max: Duration::from_millis(30),
+        });
+        let mut backoff = policy.backoff();
         let mut rng = SmallRng::seed_from_u64(1);
-        let delays: Vec<Duration> = (0..1000).map(|_| backoff.next_delay(&mut rng)).collect();
-        assert!(delays.iter().all(|d| *d <= max));
-        let distinct: std::collections::HashSet<_> = delays.iter().collect();
-        assert!(
-            distinct.len() > 900,
-            "delays are not jittered: {}",
-            distinct.len()
-        );
-    }
-
-    #[test]
-    fn a_zero_maximum_retries_immediately() {
-        let mut backoff = Backoff::new(Duration::ZERO);
-        let mut rng = SmallRng::seed_from_u64(3);
-        assert_eq!(backoff.next_delay(&mut rng), Duration::ZERO);
-        assert_eq!(backoff.next_delay(&mut rng), Duration::ZERO);
-    }
-
-    #[test]
-    fn many_attempts_do_not_overflow() {
-        let mut backoff = Backoff::new(Duration::MAX);
-        let mut rng = SmallRng::seed_from_u64(5);
-        for _ in 0..200 {
-            backoff.next_delay(&mut rng);
+        for _ in 0..100 {
+            assert!(backoff.next_delay_with(&mut rng) <= Duration::from_millis(30));
         }
-        assert_eq!(
-            backoff.current_cap(),
-            INITIAL_BACKOFF_CAP.saturating_mul(1 << 31)
-        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesoflow_dataplane::EngineError;
+use mesoflow_dataplane::backoff::{Backoff, BackoffConfig, BackoffShape};
 use mesoflow_dataplane::control::{ControlClient, ControlConfig, ControlError};
 use mesoflow_dataplane::shuffle::{ExecutorCredentials, ShuffleEndpoint};
 use mesoflow_proto::control::{
@@ -267,7 +268,7 @@ async fn register_with_retries(
     stop: &CancellationToken,
 ) -> Result<Option<(ControlClient, Duration)>, SessionError> {
     let deadline = tokio::time::Instant::now() + config.registration_timeout;
-    let mut delay = Duration::from_millis(50);
+    let mut backoff = registration_backoff();
     loop {
         let attempt = ControlClient::connect(
             config.job_manager,
@@ -288,6 +289,7 @@ async fn register_with_retries(
             Err(ControlError::Refused(reason)) => return Err(SessionError::Refused(reason)),
             Err(e) => e.to_string(),
         };
+        let delay = backoff.next_delay();
         if tokio::time::Instant::now() + delay > deadline {
             return Err(SessionError::RegistrationTimeout {
                 addr: config.job_manager,
@@ -300,6 +302,24 @@ async fn register_with_retries(
             _ = stop.cancelled() => return Ok(None),
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Delays between registration attempts: 50 ms doubling to 5 s, without jitter.
+fn registration_backoff() -> Backoff {
+    let config = BackoffConfig {
+        initial: Duration::from_millis(50),
+        max: Duration::from_secs(5),
+    };
+    Backoff::with_shape(config, BackoffShape::DOUBLING_EXACT, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn registration_delays_double_from_50_ms_to_5_s() {
+        let mut backoff = super::registration_backoff();
+        let delays: Vec<u128> = (0..9).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [50, 100, 200, 400, 800, 1600, 3200, 5000, 5000]);
     }
 }

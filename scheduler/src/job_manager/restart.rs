@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, time::Duration, time::Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::mesos::backoff::{Backoff, BackoffConfig, BackoffShape, JitterKind};
+use mesoflow_dataplane::backoff::{Backoff, BackoffConfig, BackoffShape, JitterKind};
 
 /// Prefix of every restart-strategy key.
 const PREFIX: &str = "restart-strategy.";

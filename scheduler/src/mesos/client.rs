@@ -26,6 +26,7 @@ use std::{
 
 use base64::Engine as _;
 use bytes::Bytes;
+use mesoflow_dataplane::backoff::{Backoff, BackoffConfig};
 use mesoflow_proto::{
     CONTENT_TYPE_PROTOBUF,
     mesos::v1::{
@@ -39,7 +40,6 @@ use prost::Message as _;
 use tracing::{debug, info, warn};
 
 use super::{
-    backoff::{Backoff, BackoffConfig},
     endpoint::{HttpRequest, MasterEndpoint, RequestKind, STREAM_ID_HEADER, resolve_location},
     events::{
         AckToken, DisconnectReason, ExitStatus, FatalError, OperationAckToken, SchedulerEvent,

@@ -25,11 +25,9 @@ use tokio::{sync::watch, task::JoinHandle};
 use tracing::{debug, info, warn};
 use zookeeper_client as zk;
 
-use super::{
-    backoff::{Backoff, BackoffConfig},
-    endpoint::MasterEndpoint,
-    shell::MasterSource,
-};
+use mesoflow_dataplane::backoff::{Backoff, BackoffConfig};
+
+use super::{endpoint::MasterEndpoint, shell::MasterSource};
 
 /// Prefix of the znodes leading-master candidates create (JSON MasterInfo).
 pub const MASTER_ZNODE_PREFIX: &str = "json.info_";

@@ -6,7 +6,7 @@
 //! - [`endpoint`]: master URLs, `Location` resolution, the request description.
 //! - [`events`]: what the owner receives ([`SchedulerEvent`], [`FatalError`], [`AckToken`]).
 //! - [`reconcile`]: the explicit/implicit reconciliation loop.
-//! - [`backoff`]: exponential backoff with seeded jitter.
+//! - retry delays come from [`mesoflow_dataplane::backoff`] (exponential, seeded jitter).
 //! - [`detector`]: `mesos.master` parsing and ZooKeeper leader detection.
 //! - [`shell`]: the tokio/reqwest driver running the machine ([`shell::spawn`],
 //!   [`SchedulerHandle`]).
@@ -52,7 +52,6 @@
 //! # Ok(()) }
 //! ```
 
-pub mod backoff;
 pub mod client;
 pub mod detector;
 pub mod endpoint;

@@ -13,24 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mesoflow_proto::mesos::v1::{AgentId, TaskId, TaskState};
+use mesoflow_proto::mesos::v1::{AgentId, TaskId, is_terminal_state};
 
-use super::backoff::{Backoff, BackoffConfig};
-
-/// Whether a task state is terminal (`isTerminalState` in Mesos 1.11).
-pub fn is_terminal(state: i32) -> bool {
-    matches!(
-        TaskState::try_from(state),
-        Ok(TaskState::TaskFinished
-            | TaskState::TaskFailed
-            | TaskState::TaskKilled
-            | TaskState::TaskLost
-            | TaskState::TaskError
-            | TaskState::TaskDropped
-            | TaskState::TaskGone
-            | TaskState::TaskGoneByOperator)
-    )
-}
+use mesoflow_dataplane::backoff::{Backoff, BackoffConfig};
 
 /// A RECONCILE call to send: explicit (`tasks` listed) or implicit (`tasks` empty).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +84,7 @@ impl Reconciler {
 
     /// Applies a status update. Returns `true` when it completed the explicit loop.
     pub fn on_update(&mut self, task_id: &TaskId, agent_id: Option<&AgentId>, state: i32) -> bool {
-        if is_terminal(state) {
+        if is_terminal_state(state) {
             self.tasks.remove(&task_id.value);
         } else {
             // A task we did not know about (e.g. found by implicit reconciliation) is tracked:
@@ -192,16 +177,10 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesoflow_proto::mesos::v1::TaskState;
 
     fn tid(s: &str) -> TaskId {
         TaskId { value: s.into() }
-    }
-
-    #[test]
-    fn terminal_states_match_mesos() {
-        let terminal: Vec<i32> = (0..20).filter(|s| is_terminal(*s)).collect();
-        // FINISHED 2, FAILED 3, KILLED 4, LOST 5, ERROR 7, DROPPED 9, GONE 11, GONE_BY_OPERATOR 12
-        assert_eq!(terminal, vec![2, 3, 4, 5, 7, 9, 11, 12]);
     }
 
     #[test]
