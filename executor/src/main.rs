@@ -84,13 +84,19 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs the executor; `Ok(true)` for an orderly exit.
-fn run(env: ExecutorEnvironment, args: Args) -> anyhow::Result<bool> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// The runtime of the executor's I/O (the agent or JobManager connection, the shuffle); subtasks
+/// run on threads of their own.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("cannot start the tokio runtime")?;
+        .context("cannot start the tokio runtime")
+}
+
+/// Runs the executor; `Ok(true)` for an orderly exit.
+fn run(env: ExecutorEnvironment, args: Args) -> anyhow::Result<bool> {
+    let runtime = runtime()?;
     runtime.block_on(async move {
         tracing::info!(
             version = env!("CARGO_PKG_VERSION"),
@@ -142,11 +148,7 @@ fn run_standalone(work_dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => std::env::current_dir().context("no current directory")?,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the tokio runtime")?;
+    let runtime = runtime()?;
     runtime.block_on(async move {
         let stop = tokio_util::sync::CancellationToken::new();
         let on_signal = stop.clone();
