@@ -107,7 +107,7 @@ else
     "sliding-count-60x|sliding-count|events=1000000 keys=10000 window_ms=6000 slide_ms=100|"
     "tumbling-6s (sliding's twin)|windowed-count|events=1000000 keys=10000 window_ms=6000||0"
     "nexmark-q1|nexmark-q1|events=10000000|"
-    "nexmark-q5|nexmark-q5|events=30000000|||1x2 2x1"
+    "nexmark-q5|nexmark-q5|events=10000000|||1x2 2x1"
   )
 fi
 
