@@ -205,9 +205,11 @@ impl<T: Data> ChannelSender<T> for RemoteChannelSender<T> {
         if self.ended {
             return Err(self.failed(ShuffleError::ChannelClosed));
         }
-        let channel = self.channel.to_string();
+        // Named only when something failed: formatting the id per batch would cost an
+        // allocation on the hot path.
+        let channel = self.channel;
         let failed = |cause| EngineError::Channel {
-            channel: channel.clone(),
+            channel: channel.to_string(),
             cause,
         };
         let sender = self.open()?;
