@@ -36,7 +36,37 @@ pub struct SubtaskExit {
     /// Which subtask.
     pub subtask: SubtaskId,
     /// How it ended.
-    pub result: Result<(), EngineError>,
+    pub outcome: SubtaskOutcome,
+}
+
+/// How a subtask ended, as the JobManager needs to hear it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubtaskOutcome {
+    /// It reached the end of its input.
+    Finished,
+    /// It was cancelled.
+    Cancelled,
+    /// It failed; `restart_helps` is false when a restart cannot fix the cause (the reader of
+    /// stdout went away).
+    Failed {
+        /// What went wrong.
+        message: String,
+        /// Whether restarting the job can help.
+        restart_helps: bool,
+    },
+}
+
+impl SubtaskOutcome {
+    fn of(result: &Result<(), EngineError>) -> Self {
+        match result {
+            Ok(()) => Self::Finished,
+            Err(EngineError::Cancelled) => Self::Cancelled,
+            Err(e) => Self::Failed {
+                message: e.to_string(),
+                restart_helps: !matches!(e, EngineError::OutputClosed),
+            },
+        }
+    }
 }
 
 struct Running {
@@ -225,14 +255,10 @@ impl Attempt {
             let id = runner.id();
             let exits = exits.clone();
             let spawned = spawn_subtask(runner, move |subtask, _, result| {
-                let result = match result {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(clone_error(e)),
-                };
                 let _ = exits.send(SubtaskExit {
                     attempt: key,
                     subtask,
-                    result,
+                    outcome: SubtaskOutcome::of(result),
                 });
             });
             match spawned {
@@ -289,21 +315,5 @@ impl Attempt {
         for r in self.running.values() {
             r.handle.post(TaskMail::Cancel);
         }
-    }
-}
-
-/// Subtask results cross a channel; `EngineError` is not `Clone`, so keep its kind and text.
-fn clone_error(e: &EngineError) -> EngineError {
-    match e {
-        EngineError::Cancelled => EngineError::Cancelled,
-        EngineError::OutputClosed => EngineError::OutputClosed,
-        EngineError::UpstreamVanished { task } => {
-            EngineError::UpstreamVanished { task: task.clone() }
-        }
-        EngineError::TaskFailed { task, message } => EngineError::TaskFailed {
-            task: task.clone(),
-            message: message.clone(),
-        },
-        other => EngineError::InvalidArgument(other.to_string()),
     }
 }

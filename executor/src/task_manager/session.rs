@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mesoflow_dataplane::EngineError;
 use mesoflow_dataplane::backoff::{Backoff, BackoffConfig, BackoffShape};
 use mesoflow_dataplane::control::{ControlClient, ControlConfig, ControlError};
 use mesoflow_dataplane::shuffle::{ExecutorCredentials, ShuffleEndpoint};
@@ -21,7 +20,7 @@ use mesoflow_proto::control::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{Attempt, AttemptKey, SubtaskExit, job_id_of, subtask_ref};
+use super::attempt::{Attempt, AttemptKey, SubtaskExit, SubtaskOutcome, job_id_of, subtask_ref};
 
 /// What a session needs to know.
 pub struct SessionConfig {
@@ -127,13 +126,17 @@ pub async fn run(
             Some(exit) = exits.recv() => {
                 let Some(attempt) = attempts.get_mut(&exit.attempt) else { continue };
                 let metrics = attempt.on_exit(exit.subtask);
-                let (state, message) = match &exit.result {
-                    Ok(()) => (SubtaskState::Finished, String::new()),
-                    Err(EngineError::Cancelled) => (SubtaskState::Canceled, String::new()),
-                    Err(_) if attempt.is_cancelled() => (SubtaskState::Canceled, String::new()),
-                    Err(e) => (SubtaskState::Failed, e.to_string()),
+                let (state, message, suppress_restart) = match exit.outcome {
+                    SubtaskOutcome::Finished => (SubtaskState::Finished, String::new(), false),
+                    SubtaskOutcome::Cancelled => (SubtaskState::Canceled, String::new(), false),
+                    // A cancelled subtask may fail on its way out (a peer went first).
+                    SubtaskOutcome::Failed { .. } if attempt.is_cancelled() => {
+                        (SubtaskState::Canceled, String::new(), false)
+                    }
+                    SubtaskOutcome::Failed { message, restart_helps } => {
+                        (SubtaskState::Failed, message, !restart_helps)
+                    }
                 };
-                let suppress_restart = matches!(exit.result, Err(EngineError::OutputClosed));
                 if state == SubtaskState::Failed && !suppress_restart {
                     tracing::warn!(subtask = ?exit.subtask, attempt = exit.attempt.1, %message, "subtask failed");
                 }

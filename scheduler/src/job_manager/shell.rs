@@ -2,7 +2,7 @@
 //! ResourceManager driver and the clock say, and carries out what it asks for. Nothing clever
 //! happens here; every decision is the state machine's.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use mesoflow_dataplane::control::{ControlEvent, ControlServer};
@@ -96,13 +96,13 @@ pub async fn run<D: ResourceManagerDriver>(mut master: JobMaster, mut io: ShellI
     let mut attempt = 0u32;
     let mut end: Option<RunEnd> = None;
     let mut cancel_sent = false;
-    let mut alive: HashMap<WorkerId, ()> = HashMap::new();
+    let mut alive: HashSet<WorkerId> = HashSet::new();
     loop {
         let now = Instant::now();
         while let Some(action) = master.poll_action() {
             match action {
                 Action::RequestWorker { id, spec } => {
-                    alive.insert(id.clone(), ());
+                    alive.insert(id.clone());
                     if let Err(e) = io.driver.request_worker(&id, &spec) {
                         tracing::error!(worker = %id, error = %e, "cannot start a TaskManager");
                         alive.remove(&id);
@@ -255,7 +255,7 @@ pub async fn run<D: ResourceManagerDriver>(mut master: JobMaster, mut io: ShellI
 /// Waits (bounded) until the released TaskManagers' processes are gone.
 async fn wait_for_exits<D: ResourceManagerDriver>(
     io: &mut ShellIo<D>,
-    mut alive: HashMap<WorkerId, ()>,
+    mut alive: HashSet<WorkerId>,
 ) {
     let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
     while !alive.is_empty() {
@@ -267,7 +267,7 @@ async fn wait_for_exits<D: ResourceManagerDriver>(
             Ok(None) | Err(_) => break,
         }
     }
-    for id in alive.keys() {
+    for id in &alive {
         io.driver.release_worker(id);
     }
 }
