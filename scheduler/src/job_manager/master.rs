@@ -161,6 +161,9 @@ pub enum Action {
     ReleaseWorker {
         /// Which worker.
         id: WorkerId,
+        /// The job gave up on it (a timeout, a lost connection): it must not host work again.
+        /// False when the job simply no longer needs it.
+        lost: bool,
     },
     /// Send `DeploySubtasks` on a worker's control stream.
     Deploy {
@@ -303,6 +306,8 @@ pub struct SubtaskRow {
     pub worker: WorkerId,
     /// Its last reported state (`SUBTASK_STATE_*`).
     pub state: String,
+    /// Its latest records in.
+    pub records_in: u64,
     /// Its latest records out.
     pub records_out: u64,
 }
@@ -461,6 +466,30 @@ impl JobMaster {
         Ok(self.registration_accepted())
     }
 
+    /// Binds a requested worker to a TaskManager someone else provides (a session cluster's
+    /// pool): the worker takes the TaskManager's id, since deployments name TaskManagers by
+    /// the id they registered with. False when `from` is not a requested worker or `to` is
+    /// taken.
+    pub fn bind_worker(&mut self, from: &WorkerId, to: WorkerId) -> bool {
+        if from == &to {
+            return self.workers.contains_key(from);
+        }
+        if self.workers.contains_key(&to) {
+            return false;
+        }
+        match self.workers.remove(from) {
+            Some(worker) if worker.state == WorkerState::Requested => {
+                self.workers.insert(to, worker);
+                true
+            }
+            Some(worker) => {
+                self.workers.insert(from.clone(), worker);
+                false
+            }
+            None => false,
+        }
+    }
+
     /// A worker is gone: its process exited, its control connection closed, or it timed out.
     /// Unknown (already lost or released) workers are ignored.
     pub fn worker_lost(&mut self, id: &WorkerId, reason: &str, now: Instant) {
@@ -472,8 +501,10 @@ impl JobMaster {
         }
         warn!(worker = %id, reason, "task manager lost");
         // It may still be running (a timeout, a hung process): make sure it is stopped.
-        self.actions
-            .push_back(Action::ReleaseWorker { id: id.clone() });
+        self.actions.push_back(Action::ReleaseWorker {
+            id: id.clone(),
+            lost: true,
+        });
         let cause = format!("task manager {id} lost: {reason}");
         match self.phase.clone() {
             Phase::Running => {
@@ -662,6 +693,7 @@ impl JobMaster {
                     index,
                     worker: s.worker.clone(),
                     state: s.state.as_str_name().to_owned(),
+                    records_in: s.metrics.as_ref().map_or(0, |m| m.records_in),
                     records_out: s.metrics.as_ref().map_or(0, |m| m.records_out),
                 })
                 .collect(),
@@ -983,7 +1015,7 @@ impl JobMaster {
         self.actions.extend(
             workers
                 .into_iter()
-                .map(|(id, _)| Action::ReleaseWorker { id }),
+                .map(|(id, _)| Action::ReleaseWorker { id, lost: false }),
         );
     }
 }

@@ -1,5 +1,8 @@
-//! The JobManager of one job: a pure state machine (events in, actions out) and its policies.
+//! The JobManager: one pure state machine per job (events in, actions out), its policies, and
+//! the session cluster that hosts many jobs on one pool of TaskManagers.
 //!
+//! - [`dispatcher`]: [`Dispatcher`], the session cluster: jobs, the TaskManager pool, binding
+//!   the one to the other; [`session`] is its async shell and the handle the REST API uses.
 //! - [`master`]: [`JobMaster`], the state machine: submission, deployment, failure handling,
 //!   restarts, cancellation.
 //! - [`placement`]: slot sharing and spread/pack placement of slots over workers.
@@ -8,14 +11,20 @@
 //! The shell ([`shell`]: control connections, the ResourceManager driver, a timer) feeds the
 //! machine and carries out its [`Action`]s; it never decides anything itself.
 
+pub mod dispatcher;
 pub mod master;
 pub mod placement;
 pub mod restart;
+pub mod session;
 pub mod shell;
 
 #[cfg(test)]
 mod tests;
 
+pub use dispatcher::{
+    CancelError, DispatchError, Dispatcher, DispatcherAction, DispatcherConfig, JobEvent, JobView,
+    PoolState, VertexView, WorkerView,
+};
 pub use master::{
     Action, JobManagerConfig, JobMaster, JobOutcome, JobSnapshot, JobStatus, JobSubmission,
     RegistrationError, SubmitError, SubtaskRow, WorkerRow, WorkerState,

@@ -109,7 +109,7 @@ pub async fn run<D: ResourceManagerDriver>(mut master: JobMaster, mut io: ShellI
                         master.worker_lost(&id, &e.to_string(), now);
                     }
                 }
-                Action::ReleaseWorker { id } => {
+                Action::ReleaseWorker { id, .. } => {
                     let release = JobManagerMessage {
                         kind: Some(job_manager_message::Kind::Release(ReleaseTaskManager {
                             reason: "the job ended".into(),

@@ -124,7 +124,7 @@ fn releases(actions: &[Action]) -> Vec<WorkerId> {
     actions
         .iter()
         .filter_map(|a| match a {
-            Action::ReleaseWorker { id } => Some(id.clone()),
+            Action::ReleaseWorker { id, .. } => Some(id.clone()),
             _ => None,
         })
         .collect()
@@ -556,7 +556,13 @@ fn a_worker_that_never_cancels_is_given_up_on() {
     assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(180)));
     m.tick(t0 + Duration::from_secs(180));
     let a = drain(&mut m);
-    assert_eq!(a[0], Action::ReleaseWorker { id: w(1) });
+    assert_eq!(
+        a[0],
+        Action::ReleaseWorker {
+            id: w(1),
+            lost: true
+        }
+    );
     assert!(a.contains(&Action::Cancelled));
 }
 

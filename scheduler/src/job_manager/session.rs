@@ -1,0 +1,279 @@
+//! The session cluster's async shell: one control endpoint, one ResourceManager driver, a
+//! timer, and the [`Dispatcher`] behind a lock that the REST API reads and submits through.
+//!
+//! The loop only moves events in and actions out. Submissions and cancellations take the lock,
+//! call the dispatcher and wake the loop, which carries out what they caused; reads (the REST
+//! API's views) take the lock briefly and copy.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mesoflow_dataplane::control::{ControlEvent, ControlServer};
+use mesoflow_proto::control::{JobManagerMessage, ReleaseTaskManager, job_manager_message};
+use tokio::sync::{Notify, broadcast, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::dispatcher::{
+    CancelError, DispatchError, Dispatcher, DispatcherAction, JobEvent, JobView, WorkerView,
+};
+use super::master::JobSubmission;
+use crate::resource_manager::{ResourceManagerDriver, WorkerEvent, WorkerId};
+
+/// A job's milestone, for whoever follows the cluster (the log, a local CLI run).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionNotice {
+    /// The job.
+    pub job_id: u128,
+    /// What happened.
+    pub event: JobEvent,
+}
+
+/// The cluster's shared state: the dispatcher, and how to wake its loop.
+struct Shared {
+    dispatcher: Mutex<Dispatcher>,
+    wake: Notify,
+    notices: broadcast::Sender<SessionNotice>,
+    /// Wall-clock time of `anchor`, to show `Instant`s as epoch milliseconds.
+    anchor: (Instant, SystemTime),
+}
+
+/// A handle on a running session cluster: submit, cancel, look.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle").finish_non_exhaustive()
+    }
+}
+
+impl SessionHandle {
+    fn lock(&self) -> MutexGuard<'_, Dispatcher> {
+        self.shared
+            .dispatcher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Submits a job (see [`Dispatcher::submit`]).
+    pub fn submit(
+        &self,
+        job: JobSubmission,
+        vertex_names: Vec<String>,
+        workers: Option<u32>,
+    ) -> Result<(), DispatchError> {
+        let result = self
+            .lock()
+            .submit(job, vertex_names, workers, rand::random(), Instant::now());
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// Cancels a job.
+    pub fn cancel(&self, job_id: u128) -> Result<(), CancelError> {
+        let result = self.lock().cancel(job_id, Instant::now());
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// Every retained job.
+    pub fn jobs(&self) -> Vec<JobView> {
+        self.lock().jobs()
+    }
+
+    /// One job.
+    pub fn job(&self, job_id: u128) -> Option<JobView> {
+        self.lock().job(job_id)
+    }
+
+    /// The TaskManager pool.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        self.lock().workers()
+    }
+
+    /// Job milestones from now on.
+    pub fn notices(&self) -> broadcast::Receiver<SessionNotice> {
+        self.shared.notices.subscribe()
+    }
+
+    /// An `Instant` of this cluster as milliseconds since the Unix epoch.
+    pub fn epoch_millis(&self, at: Instant) -> u64 {
+        let (anchor, wall) = self.shared.anchor;
+        let wall = if at >= anchor {
+            wall + (at - anchor)
+        } else {
+            wall - (anchor - at)
+        };
+        wall.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// What the loop needs besides the dispatcher.
+pub struct SessionIo<D> {
+    /// The control endpoint TaskManagers register with.
+    pub server: ControlServer,
+    /// Starts and stops TaskManagers.
+    pub driver: D,
+    /// What the driver reports.
+    pub worker_events: mpsc::UnboundedReceiver<WorkerEvent>,
+    /// Stops the cluster when triggered: jobs are cancelled, TaskManagers released.
+    pub shutdown: CancellationToken,
+    /// How long a stop waits for jobs to cancel and TaskManagers to go.
+    pub shutdown_grace: Duration,
+}
+
+/// Starts the session cluster's loop on the current tokio runtime.
+pub fn start<D: ResourceManagerDriver + 'static>(
+    dispatcher: Dispatcher,
+    io: SessionIo<D>,
+) -> (SessionHandle, tokio::task::JoinHandle<D>) {
+    let (notices, _) = broadcast::channel(1024);
+    let shared = Arc::new(Shared {
+        dispatcher: Mutex::new(dispatcher),
+        wake: Notify::new(),
+        notices,
+        anchor: (Instant::now(), SystemTime::now()),
+    });
+    let handle = SessionHandle {
+        shared: shared.clone(),
+    };
+    let task = tokio::spawn(run(SessionHandle { shared }, io));
+    (handle, task)
+}
+
+/// The loop (see the module docs); returns the driver once the cluster has stopped, so its
+/// owner can shut it down (for Mesos: kill what is left and tear the framework down).
+async fn run<D: ResourceManagerDriver>(handle: SessionHandle, mut io: SessionIo<D>) -> D {
+    let mut stop_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        let actions: Vec<DispatcherAction> = {
+            let mut d = handle.lock();
+            std::iter::from_fn(|| d.poll_action()).collect()
+        };
+        for action in actions {
+            execute(&handle, &mut io, action);
+        }
+        let (timeout, stopped) = {
+            let d = handle.lock();
+            (d.poll_timeout(), d.is_stopped())
+        };
+        if stopped {
+            tracing::info!("session cluster stopped");
+            return io.driver;
+        }
+        if stop_deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+            tracing::warn!("stopping: the grace period ended before every TaskManager was gone");
+            return io.driver;
+        }
+        let wake_at = match (timeout, stop_deadline) {
+            (Some(t), Some(d)) => Some(tokio::time::Instant::from_std(t).min(d)),
+            (Some(t), None) => Some(tokio::time::Instant::from_std(t)),
+            (None, d) => d,
+        };
+        let timer = async {
+            match wake_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = io.server.next_event() => {
+                let now = Instant::now();
+                match event {
+                    Some(ControlEvent::Registered { task_manager_id, register, .. }) => {
+                        let id = WorkerId(task_manager_id.clone());
+                        let result = handle.lock().worker_registered(&id, register.slots, &register.data_endpoint, now);
+                        if let Err(e) = result {
+                            tracing::warn!(worker = %id, error = %e, "refused a TaskManager");
+                            io.server.disconnect(&task_manager_id, &e.to_string());
+                        }
+                    }
+                    Some(ControlEvent::Message { task_manager_id, message }) => {
+                        handle.lock().message(&WorkerId(task_manager_id), message, now);
+                    }
+                    Some(ControlEvent::Disconnected { task_manager_id, reason }) => {
+                        let reason = format!("control connection lost: {reason}");
+                        handle.lock().worker_lost(&WorkerId(task_manager_id), &reason, now);
+                    }
+                    None => {
+                        tracing::error!("the control endpoint stopped; stopping the cluster");
+                        return io.driver;
+                    }
+                }
+            }
+            Some(event) = io.worker_events.recv() => {
+                let now = Instant::now();
+                match event {
+                    WorkerEvent::Started { id, pid } => {
+                        tracing::info!(worker = %id, ?pid, "TaskManager started");
+                        handle.lock().worker_started(&id);
+                    }
+                    WorkerEvent::Exited { id, reason } => {
+                        tracing::info!(worker = %id, %reason, "TaskManager exited");
+                        handle.lock().worker_lost(&id, &reason, now);
+                    }
+                }
+            }
+            () = handle.shared.wake.notified() => {}
+            () = timer => handle.lock().tick(Instant::now()),
+            () = io.shutdown.cancelled(), if stop_deadline.is_none() => {
+                tracing::info!("stopping the session cluster: cancelling jobs, releasing TaskManagers");
+                stop_deadline = Some(tokio::time::Instant::now() + io.shutdown_grace);
+                handle.lock().stop(Instant::now());
+            }
+        }
+    }
+}
+
+fn execute<D: ResourceManagerDriver>(
+    handle: &SessionHandle,
+    io: &mut SessionIo<D>,
+    action: DispatcherAction,
+) {
+    match action {
+        DispatcherAction::RequestWorker { id, spec } => {
+            if let Err(e) = io.driver.request_worker(&id, &spec) {
+                tracing::error!(worker = %id, error = %e, "cannot start a TaskManager");
+                handle
+                    .lock()
+                    .worker_lost(&id, &e.to_string(), Instant::now());
+            }
+        }
+        DispatcherAction::ReleaseWorker { id } => {
+            let release = JobManagerMessage {
+                kind: Some(job_manager_message::Kind::Release(ReleaseTaskManager {
+                    reason: "released by the session cluster".into(),
+                })),
+            };
+            let _ = io.server.send(id.as_str(), release);
+            io.driver.release_worker(&id);
+        }
+        DispatcherAction::Send { worker, message } => {
+            if let Err(e) = io.server.send(worker.as_str(), *message) {
+                handle.lock().worker_lost(
+                    &worker,
+                    &format!("cannot reach it: {e}"),
+                    Instant::now(),
+                );
+            }
+        }
+        DispatcherAction::Job { job_id, event } => {
+            match &event {
+                JobEvent::Status(status) => {
+                    tracing::info!(job = %format_args!("{job_id:032x}"), ?status, "job status");
+                }
+                JobEvent::Restarting {
+                    attempt,
+                    delay,
+                    cause,
+                } => {
+                    tracing::warn!(job = %format_args!("{job_id:032x}"), attempt, ?delay, %cause, "job restarting");
+                }
+            }
+            let _ = handle.shared.notices.send(SessionNotice { job_id, event });
+        }
+    }
+}
