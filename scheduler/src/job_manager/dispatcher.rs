@@ -258,7 +258,7 @@ impl Dispatcher {
 
     /// When [`tick`](Self::tick) must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let pool = self.pool.iter().filter_map(|(_, w)| self.pool_deadline(w));
+        let pool = self.pool.values().filter_map(|w| self.pool_deadline(w));
         let jobs = self.jobs.values().filter_map(|j| j.master.poll_timeout());
         pool.chain(jobs).min()
     }
