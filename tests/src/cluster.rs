@@ -517,6 +517,21 @@ impl Cluster {
             .and_then(|s| v1::TaskState::try_from(s).ok())
     }
 
+    /// What the leading master knows of a framework: suppression, declines, tasks.
+    pub fn framework_view(&self, framework_id: &str) -> Option<crate::master::FrameworkView> {
+        let core = self.shared.lock();
+        core.master.as_ref()?.framework_view(framework_id)
+    }
+
+    /// Status updates of a framework that agents still hold for want of an acknowledgement.
+    pub fn unacknowledged_updates(&self, framework_id: &str) -> usize {
+        let core = self.shared.lock();
+        core.agents
+            .values()
+            .map(|slot| slot.agent.unacknowledged_updates(framework_id))
+            .sum()
+    }
+
     /// Framework ids the leading master knows.
     pub fn framework_ids(&self) -> Vec<String> {
         let core = self.shared.lock();

@@ -286,6 +286,11 @@ impl Agent {
         }
     }
 
+    /// Status updates of a framework still waiting for its acknowledgement (a test hook).
+    pub fn unacknowledged_updates(&self, framework_id: &str) -> usize {
+        self.updates.pending_of(framework_id)
+    }
+
     /// Live executors (for test hooks): key, pid, sandbox.
     pub fn executors(&self) -> Vec<(ExecutorKey, Option<u32>, PathBuf)> {
         self.executors

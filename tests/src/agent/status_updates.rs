@@ -135,6 +135,15 @@ impl StatusUpdateManager {
         self.streams.values().filter_map(|s| s.next_retry).min()
     }
 
+    /// Unacknowledged updates of a framework, over all its tasks (a test hook).
+    pub fn pending_of(&self, framework_id: &str) -> usize {
+        self.streams
+            .iter()
+            .filter(|((fw, _), _)| fw == framework_id)
+            .map(|(_, s)| s.pending.len())
+            .sum()
+    }
+
     /// Whether the task still has unacknowledged updates.
     pub fn has_pending(&self, framework_id: &str, task_id: &str) -> bool {
         self.streams

@@ -176,9 +176,35 @@ struct TaskEntry {
     unreachable_time: Option<f64>,
 }
 
+/// What a test can see of a framework (a test hook; a real master shows this in `/state`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameworkView {
+    /// Roles it suppressed offers for.
+    pub suppressed: Vec<String>,
+    /// Offers it declined, in order, with the `refuse_seconds` each asked for (None: default).
+    pub declines: Vec<Option<f64>>,
+    /// Its tasks.
+    pub tasks: Vec<TaskView>,
+}
+
+/// One task of a [`FrameworkView`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskView {
+    pub task_id: String,
+    pub agent_id: String,
+    pub executor_id: Option<String>,
+    pub state: i32,
+    pub cpus: f64,
+    pub mem: f64,
+    pub disk: f64,
+    pub ports: Vec<(u64, u64)>,
+}
+
 #[derive(Debug)]
 struct Framework {
     id: String,
+    /// `refuse_seconds` of every DECLINE (for [`FrameworkView`]).
+    declines: Vec<Option<f64>>,
     info: v1::FrameworkInfo,
     roles: Vec<String>,
     stream: Option<StreamId>,
@@ -362,6 +388,29 @@ impl Master {
             .map(|t| t.state)
     }
 
+    /// What a test can see of a framework.
+    pub fn framework_view(&self, framework_id: &str) -> Option<FrameworkView> {
+        let fw = self.frameworks.get(framework_id)?;
+        Some(FrameworkView {
+            suppressed: fw.suppressed.iter().cloned().collect(),
+            declines: fw.declines.clone(),
+            tasks: fw
+                .tasks
+                .iter()
+                .map(|(id, t)| TaskView {
+                    task_id: id.clone(),
+                    agent_id: t.agent.clone(),
+                    executor_id: t.executor_id.clone(),
+                    state: t.state,
+                    cpus: t.resources.scalar("cpus"),
+                    mem: t.resources.scalar("mem"),
+                    disk: t.resources.scalar("disk"),
+                    ports: t.resources.ranges("ports"),
+                })
+                .collect(),
+        })
+    }
+
     /// The current subscription stream of a framework.
     pub fn stream_of(&self, framework_id: &str) -> Option<StreamId> {
         self.frameworks.get(framework_id)?.stream.clone()
@@ -528,6 +577,7 @@ impl Master {
                     framework_id.clone(),
                     Framework {
                         id: framework_id.clone(),
+                        declines: Vec::new(),
                         info,
                         roles,
                         stream: Some(stream.clone()),
@@ -634,6 +684,10 @@ impl Master {
                         if let Some(offer) = self.offers.get(&id).cloned()
                             && offer.framework == framework_id
                         {
+                            if let Some(fw) = self.frameworks.get_mut(&framework_id) {
+                                fw.declines
+                                    .push(decline.filters.as_ref().and_then(|f| f.refuse_seconds));
+                            }
                             self.offers.remove(&id);
                             self.return_offered(&offer.agent, &offer.resources);
                             self.add_filter(
@@ -1782,6 +1836,7 @@ impl Master {
                 .entry(fw_id.clone())
                 .or_insert_with(|| Framework {
                     id: fw_id.clone(),
+                    declines: Vec::new(),
                     info: fw_info.clone(),
                     roles: validation::validate_framework_info(fw_info, &[]).unwrap_or_default(),
                     stream: None,
