@@ -89,6 +89,8 @@ impl TaskRunner for KindRunner {
             let end = match kind {
                 TaskKind::Probe(probe) => run_probe(probe, task_stop, &reporter).await,
                 TaskKind::TaskManager(spec) => {
+                    // STARTING until the JobManager accepts it, then RUNNING.
+                    reporter.send(TaskReport::Starting);
                     let running = || reporter.send(TaskReport::Running);
                     match task_manager::host(*spec, &sandbox, task_stop, running).await {
                         Ok(()) => TaskReport::Finished {
@@ -294,7 +296,8 @@ mod tests {
             ..TaskManager::default()
         };
         runner.launch(task("tm", task_spec::Kind::TaskManager(spec.clone())));
-        assert_eq!(collect(&mut rx, 1).await, [TaskReport::Running]);
+        // Not registered (nobody answers), so STARTING and never RUNNING.
+        assert_eq!(collect(&mut rx, 1).await, [TaskReport::Starting]);
         assert!(task_manager::work_dir(sandbox.path(), &spec).is_dir());
         runner.kill("tm");
         assert_eq!(
@@ -305,7 +308,7 @@ mod tests {
         );
 
         runner.launch(task("tm2", task_spec::Kind::TaskManager(spec)));
-        assert_eq!(collect(&mut rx, 1).await, [TaskReport::Running]);
+        assert_eq!(collect(&mut rx, 1).await, [TaskReport::Starting]);
         runner.force_kill("tm2");
         let end = collect(&mut rx, 1).await;
         assert!(matches!(end[0], TaskReport::Failed { .. }), "{end:?}");

@@ -66,15 +66,29 @@ fn duration_key(
     }
 }
 
-/// The session settings a spec describes.
-fn session_config(spec: &TaskManager) -> Result<session::SessionConfig, TaskManagerError> {
-    let bad = |m: String| TaskManagerError::Spec(m);
-    let job_manager: SocketAddr = spec.job_manager_endpoint.parse().map_err(|_| {
-        bad(format!(
-            "job_manager_endpoint is not ip:port: '{}'",
-            spec.job_manager_endpoint
+/// Resolves `host:port` (an IP or a name) to its first address.
+async fn resolve(what: &str, endpoint: &str) -> Result<SocketAddr, TaskManagerError> {
+    if let Ok(addr) = endpoint.parse() {
+        return Ok(addr);
+    }
+    let bad = |detail: String| {
+        TaskManagerError::Spec(format!(
+            "{what} '{endpoint}' is not a usable host:port: {detail}"
         ))
-    })?;
+    };
+    tokio::net::lookup_host(endpoint)
+        .await
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("the name has no address".into()))
+}
+
+/// The session settings a spec describes, with the JobManager's endpoint resolved.
+fn session_config(
+    spec: &TaskManager,
+    job_manager: SocketAddr,
+) -> Result<session::SessionConfig, TaskManagerError> {
+    let bad = |m: String| TaskManagerError::Spec(m);
     if spec.ca_certificate_pem.is_empty()
         || spec.certificate_pem.is_empty()
         || spec.private_key_pem.is_empty()
@@ -120,7 +134,7 @@ fn session_config(spec: &TaskManager) -> Result<session::SessionConfig, TaskMana
 }
 
 /// Hosts a TaskManager until `stop` is cancelled or the JobManager releases it. `running` is
-/// called once its data plane is up, before it registers.
+/// called once it has registered with the JobManager.
 pub async fn host(
     spec: TaskManager,
     sandbox: &Path,
@@ -134,16 +148,17 @@ pub async fn host(
             path: dir.clone(),
             source,
         })?;
-    let config = session_config(&spec)?;
+    let job_manager = resolve("job_manager_endpoint", &spec.job_manager_endpoint).await?;
+    let config = session_config(&spec, job_manager)?;
+    // Under Mesos the scheduler names the agent's host as its offer did (often a host name).
     let host: IpAddr = if spec.data_bind_host.is_empty() {
         IpAddr::from([127, 0, 0, 1])
+    } else if let Ok(ip) = spec.data_bind_host.parse() {
+        ip
     } else {
-        spec.data_bind_host.parse().map_err(|_| {
-            TaskManagerError::Spec(format!(
-                "data_bind_host is not an IP address: '{}'",
-                spec.data_bind_host
-            ))
-        })?
+        resolve("data_bind_host", &format!("{}:0", spec.data_bind_host))
+            .await?
+            .ip()
     };
     let port = u16::try_from(spec.data_port).map_err(|_| {
         TaskManagerError::Spec(format!("data_port {} is not a port", spec.data_port))
@@ -162,8 +177,7 @@ pub async fn host(
         dir = %dir.display(),
         "TaskManager is up"
     );
-    running();
-    let result = session::run(config, endpoint.clone(), stop).await;
+    let result = session::run(config, endpoint.clone(), stop, running).await;
     for t in endpoint.traffic() {
         tracing::info!(
             peer = %t.peer,

@@ -75,11 +75,13 @@ pub enum SessionError {
     },
 }
 
-/// Runs the session until `stop`, a release by the JobManager, or a failure.
+/// Runs the session until `stop`, a release by the JobManager, or a failure. `registered` is
+/// called once the JobManager has accepted this TaskManager (under Mesos: TASK_RUNNING).
 pub async fn run(
     config: SessionConfig,
     endpoint: ShuffleEndpoint,
     stop: CancellationToken,
+    registered: impl FnOnce(),
 ) -> Result<(), SessionError> {
     let data_endpoint = endpoint
         .local_addr()
@@ -103,6 +105,7 @@ pub async fn run(
         job_manager = %config.job_manager,
         "registered with the JobManager"
     );
+    registered();
     let (tx, mut rx) = client.split();
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<SubtaskExit>();
     let mut attempts: HashMap<AttemptKey, Attempt> = HashMap::new();
