@@ -363,8 +363,8 @@ async fn a_task_it_cannot_decode_fails_with_a_message_and_a_failing_probe_report
     assert_eq!(h.exit_code().await, 0);
 }
 
-/// A TaskManager with valid credentials whose JobManager does not answer: it is RUNNING and
-/// keeps trying to register until it is killed.
+/// A TaskManager with valid credentials whose JobManager does not answer: it is STARTING (it
+/// becomes RUNNING only once registered) and keeps trying to register until it is killed.
 fn waiting_task_manager(id: &str, slots: u32) -> TaskManager {
     let ca = mesoflow_dataplane::shuffle::ClusterCa::generate("executor-test").unwrap();
     let (cert, key, ca_pem) = ca.issue(id).unwrap().to_pem();
@@ -388,6 +388,9 @@ async fn a_task_manager_without_credentials_fails_with_the_reason() {
     let mut bare = waiting_task_manager("tm-1", 1);
     bare.certificate_pem.clear();
     h.launch("tm-1", Some(spec(task_spec::Kind::TaskManager(bare))));
+    let (task_id, state, _, uuid) = h.expect_update().await;
+    assert_eq!(state, TaskState::TaskStarting);
+    h.ack(&task_id, uuid);
     let (task_id, state, message, uuid) = h.expect_update().await;
     assert_eq!(state, TaskState::TaskFailed);
     let message = message.unwrap_or_default();
@@ -409,7 +412,7 @@ async fn a_killed_task_manager_reports_killing_then_killed() {
         )))),
     );
     let (task_id, state, _, uuid) = h.expect_update().await;
-    assert_eq!(state, TaskState::TaskRunning);
+    assert_eq!(state, TaskState::TaskStarting);
     h.ack(&task_id, uuid);
     h.send(Event {
         r#type: Some(event::Type::Kill as i32),
@@ -443,7 +446,7 @@ async fn with_checkpointing_it_resubscribes_with_what_is_unacknowledged() {
         )))),
     );
     let (_, state, _, running_uuid) = h.expect_update().await;
-    assert_eq!(state, TaskState::TaskRunning);
+    assert_eq!(state, TaskState::TaskStarting);
     // The agent "restarts" before acknowledging: the stream ends.
     h.close_stream();
     let subscribe = h.expect_subscribe().await;
@@ -576,8 +579,8 @@ async fn sigterm_kills_the_tasks_reports_them_and_exits() {
             "tm-1", 1,
         )))),
     );
-    let (_, running, _, uuid) = h.expect_update().await;
-    assert_eq!(running, TaskState::TaskRunning);
+    let (_, starting, _, uuid) = h.expect_update().await;
+    assert_eq!(starting, TaskState::TaskStarting);
     h.ack("tm-1", uuid);
     let pid = h.child.id().unwrap() as libc::pid_t;
     // SAFETY: sending a signal to our own child process.
