@@ -561,3 +561,105 @@ async fn a_framework_with_credentials_registers_and_a_wrong_secret_is_refused_wi
     assert!(stderr.contains("401") || stderr.contains("authenticat"), "{stderr}");
     assert!(started.elapsed() < Duration::from_secs(30), "{stderr}");
 }
+
+/// A standalone session cluster (no `mesos.master`): TaskManagers are local processes.
+fn standalone(extra: &[&str]) -> Scheduler {
+    let mut settings: Vec<String> = vec![
+        "rest.port=0".into(),
+        "jobmanager.rpc.port=0".into(),
+        "mesos.initial-tasks=1".into(),
+    ];
+    settings.extend(extra.iter().map(|s| s.to_string()));
+    Scheduler::start(&settings)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_api_refuses_bad_requests_with_a_message_and_keeps_serving() {
+    let mut scheduler = standalone(&["rest.token=t0ken"]);
+    let client = reqwest::Client::new();
+    let rest = scheduler.rest.clone();
+    let overview = format!("{rest}/overview");
+    // No token, a wrong one: 401. The right one: 200.
+    assert_eq!(client.get(&overview).send().await.unwrap().status(), 401);
+    let wrong = client.get(&overview).bearer_auth("nope").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let ok = client.get(&overview).bearer_auth("t0ken").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+
+    let post = |body: &'static str| {
+        client
+            .post(format!("{rest}/jobs"))
+            .bearer_auth("t0ken")
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    for (body, status, needle) in [
+        ("{\"job\": \"wordcount\",", 400, ""),
+        ("{\"job\": \"no-such-job\"}", 400, "no-such-job"),
+        ("{\"job\": \"wordcount\", \"parallelism\": \"two\"}", 400, "parallelism"),
+        (
+            "{\"job\": \"windowed-count\", \"parameters\": {\"events\": \"many\"}}",
+            400,
+            "events",
+        ),
+    ] {
+        let response = post(body).await.unwrap();
+        assert_eq!(response.status(), status, "{body}");
+        let error: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        let message = error["errors"][0].as_str().unwrap_or_default().to_owned();
+        assert!(!message.is_empty(), "{body}: {error}");
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    let unknown = client
+        .get(format!("{rest}/jobs/0123456789abcdef0123456789abcdef"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    // Still serving, and the CLI with the token works.
+    let ok = client.get(&overview).bearer_auth("t0ken").send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let out = Command::new(binary("mesoflow"))
+        .args(["list", "--jobmanager", &rest, "--token", "t0ken"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(scheduler.terminate(Duration::from_secs(30)), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_session_cluster_runs_jobs_submitted_by_the_cli() {
+    let scheduler = standalone(&[]);
+    let (code, stdout, stderr) = mesoflow(
+        &scheduler.rest,
+        &[
+            "run",
+            "windowed-count",
+            "-p",
+            "keys=1000",
+            "-p",
+            "events=200000",
+            "--parallelism",
+            "2",
+            "--sink",
+            "checksum",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}\n{}", scheduler.log());
+    let params = [("keys", "1000"), ("events", "200000")];
+    assert_eq!(stdout.trim(), reference("windowed-count", &params, 2));
+}
+
+#[test]
+fn an_invalid_setting_is_refused_naming_its_key() {
+    let out = Command::new(binary("mesoflow-scheduler"))
+        .arg("-Dmesos.initial-tasks=two")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("mesos.initial-tasks"), "{stderr}");
+}

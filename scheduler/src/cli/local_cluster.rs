@@ -63,7 +63,7 @@ impl LocalCluster {
             executor_binary,
             args_for: Box::new(|_, _| vec!["standalone".to_owned()]),
             stdin_for: Box::new(move |id: &WorkerId, spec: &WorkerSpec| {
-                task_manager_spec(&ca, id, spec, job_manager, &tm_config)
+                local_task_manager_spec(&ca, id, spec, job_manager, &tm_config)
             }),
             // The TaskManagers log like the CLI: warnings only unless MESOFLOW_LOG says more.
             env: vec![(
@@ -78,31 +78,58 @@ impl LocalCluster {
 
 /// The spec a local TaskManager reads on stdin (empty when its certificate cannot be issued;
 /// the TaskManager then exits with an error the driver reports).
-fn task_manager_spec(
+fn local_task_manager_spec(
     ca: &ClusterCa,
     id: &WorkerId,
     spec: &WorkerSpec,
     job_manager: SocketAddr,
     config: &BTreeMap<String, String>,
 ) -> Vec<u8> {
-    let (certificate_pem, private_key_pem, ca_certificate_pem) = match ca.issue(id.as_str()) {
-        Ok(c) => c.to_pem(),
+    let placement = DataPlacement {
+        bind_host: "127.0.0.1".to_owned(),
+        port: 0,
+    };
+    match task_manager_spec(ca, id, spec, &job_manager.to_string(), &placement, config) {
+        Ok(tm) => tm.encode_to_vec(),
         Err(e) => {
             tracing::error!(worker = %id, error = %e, "cannot issue the TaskManager's certificate");
-            return Vec::new();
+            Vec::new()
         }
-    };
-    TaskManager {
+    }
+}
+
+/// Where a TaskManager's data plane listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataPlacement {
+    /// The host (IP or name) it binds to and advertises.
+    pub bind_host: String,
+    /// Its port; 0 for any free port.
+    pub port: u16,
+}
+
+/// A TaskManager's spec, with the certificate the cluster CA issues for it.
+pub fn task_manager_spec(
+    ca: &ClusterCa,
+    id: &WorkerId,
+    spec: &WorkerSpec,
+    job_manager_endpoint: &str,
+    data: &DataPlacement,
+    config: &BTreeMap<String, String>,
+) -> Result<TaskManager, String> {
+    let (certificate_pem, private_key_pem, ca_certificate_pem) =
+        ca.issue(id.as_str()).map_err(|e| e.to_string())?.to_pem();
+    Ok(TaskManager {
         slots: spec.slots,
         task_manager_id: id.as_str().to_owned(),
-        job_manager_endpoint: job_manager.to_string(),
+        job_manager_endpoint: job_manager_endpoint.to_owned(),
         job_manager_id: JOB_MANAGER_ID.to_owned(),
         ca_certificate_pem,
         certificate_pem,
         private_key_pem,
-        data_bind_host: "127.0.0.1".to_owned(),
+        data_bind_host: data.bind_host.clone(),
+        data_port: u32::from(data.port),
+        managed_memory_bytes: spec.memory_mb.saturating_mul(1 << 20),
         config: config.clone().into_iter().collect(),
         ..TaskManager::default()
-    }
-    .encode_to_vec()
+    })
 }
