@@ -45,12 +45,12 @@ pub enum ClientError {
         errors: Vec<String>,
     },
     /// No connection (refused, unreachable, timed out).
-    #[error("cannot reach the JobManager at {url}: {source}")]
+    #[error("cannot reach the JobManager at {url}: {reason}")]
     Connect {
         /// What was tried.
         url: String,
-        /// Why it failed.
-        source: reqwest::Error,
+        /// The innermost cause (reqwest's own layers repeat the URL).
+        reason: String,
     },
     /// The answer was not what the API promises.
     #[error("unexpected answer from {url}: {reason}")]
@@ -106,15 +106,13 @@ impl Client {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(b);
         }
-        let resp = req.send().await.map_err(|source| ClientError::Connect {
+        let connect = |e: reqwest::Error| ClientError::Connect {
             url: url.clone(),
-            source,
-        })?;
+            reason: root_cause(&e),
+        };
+        let resp = req.send().await.map_err(connect)?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|source| ClientError::Connect {
-            url: url.clone(),
-            source,
-        })?;
+        let bytes = resp.bytes().await.map_err(connect)?;
         if !status.is_success() {
             let errors = match serde_json::from_slice::<ErrorBody>(&bytes) {
                 Ok(b) => b.errors,
@@ -161,6 +159,18 @@ impl Client {
             )
             .await?;
         Ok(())
+    }
+}
+
+fn root_cause(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    if e.is_timeout() {
+        format!("timed out ({cause})")
+    } else {
+        cause.to_string()
     }
 }
 
