@@ -6,3 +6,4 @@ pub mod cli;
 pub mod job_manager;
 pub mod mesos;
 pub mod resource_manager;
+pub mod rest;

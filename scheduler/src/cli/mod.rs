@@ -1,10 +1,11 @@
 //! The `mesoflow` command-line tool: `run` a built-in job on the embedded local cluster (a
-//! JobManager in this process, TaskManagers as local `mesoflow-executor` processes) and list the
-//! built-in `jobs`. (Cluster commands — `list`, `cancel`, `savepoint`, `stop` — come with the
-//! REST API.)
+//! JobManager in this process, TaskManagers as local `mesoflow-executor` processes) or, with
+//! `--jobmanager`, on a session cluster through its REST API; `list` and `cancel` a cluster's
+//! jobs; list the built-in `jobs`.
 
 pub mod config;
 pub mod local_cluster;
+pub mod remote;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -13,15 +14,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use mesoflow_dataplane::SinkSpec;
 use mesoflow_dataplane::checksum::checksum_line;
 use mesoflow_dataplane::jobs::{self, Params};
-use mesoflow_dataplane::plan::plan;
 use mesoflow_dataplane::runtime::JobResult;
-use mesoflow_dataplane::{EnvConfig, SinkSpec};
-use mesoflow_proto::control::sink_definition::Kind as SinkKind_;
-use mesoflow_proto::control::{JobDefinition, RuntimeSettings, SinkDefinition};
 
 use crate::job_manager::placement::slots_needed;
+use crate::job_manager::request::{self, ExecutionDefaults, JobRequest, SinkRequest};
 use crate::job_manager::restart::RestartStrategy;
 use crate::job_manager::shell::{self, Notice, RunEnd, RunStatus, ShellIo};
 use crate::job_manager::{JobManagerConfig, JobMaster, JobSubmission};
@@ -48,6 +47,51 @@ pub enum Command {
     Run(RunArgs),
     /// List the built-in jobs and their parameters.
     Jobs,
+    /// List a cluster's jobs.
+    List(ListArgs),
+    /// Cancel a job on a cluster.
+    Cancel(CancelArgs),
+}
+
+/// Which cluster to talk to.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClusterArgs {
+    /// The JobManager's REST address, e.g. http://10.0.0.5:8081 (`run` without it runs locally).
+    #[arg(long, env = "MESOFLOW_JOBMANAGER", value_name = "URL")]
+    pub jobmanager: Option<String>,
+    /// Bearer token for the REST API.
+    #[arg(long, env = "MESOFLOW_REST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ClusterArgs {
+    fn client(&self, command: &str) -> Result<remote::Client> {
+        let Some(address) = &self.jobmanager else {
+            bail!(
+                "`mesoflow {command}` talks to a cluster: pass --jobmanager http://HOST:PORT \
+                 (or set MESOFLOW_JOBMANAGER)"
+            );
+        };
+        remote::Client::new(address, self.token.clone())
+    }
+}
+
+/// `mesoflow list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// `mesoflow cancel`.
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// The job's id (32 hex digits, see `mesoflow list`).
+    pub job_id: String,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Where results go.
@@ -86,6 +130,12 @@ pub struct RunArgs {
     /// Slots per TaskManager (default: enough for the job's parallelism).
     #[arg(long)]
     pub slots: Option<u32>,
+    /// With --jobmanager: print the job id and return instead of following the job.
+    #[arg(long)]
+    pub detached: bool,
+    /// Run on this cluster instead of locally.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -120,8 +170,59 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             print!("{}", jobs_listing());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Run(args) if args.cluster.jobmanager.is_some() => run_remote(args, &cli.config),
+        Command::Run(args) if args.detached => {
+            bail!("--detached needs --jobmanager (a local run lives in this process)")
+        }
         Command::Run(args) => run(args, &cli.config),
+        Command::List(args) => {
+            let client = args.cluster.client("list")?;
+            remote::block_on(remote::list(&client, &mut std::io::stdout()))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cancel(args) => {
+            let client = args.cluster.client("cancel")?;
+            remote::block_on(remote::cancel(
+                &client,
+                &args.job_id,
+                &mut std::io::stdout(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `mesoflow run --jobmanager URL`: the cluster's configuration applies, not local flags.
+fn run_remote(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
+    if !overrides.is_empty() {
+        eprintln!("note: -D overrides apply to local runs; the cluster's configuration is used");
+    }
+    if args.executors != 1 || args.slots.is_some() {
+        eprintln!("note: --executors and --slots apply to local runs; the cluster has its own");
+    }
+    if args.parallelism == Some(0) {
+        bail!("--parallelism must be positive");
+    }
+    let client = args.cluster.client("run")?;
+    let sink = sink_spec(args.sink, args.output.clone())?;
+    let checksum_line = matches!(sink, SinkSpec::Checksum);
+    let request = job_request(&args.job, &args.params, args.parallelism, sink)?;
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    remote::block_on(remote::run(
+        &client,
+        &request,
+        remote::FollowOptions {
+            detached: args.detached,
+            checksum_line,
+        },
+        interrupt,
+        &mut std::io::stdout(),
+        &mut std::io::stderr(),
+    ))
 }
 
 /// The text `mesoflow jobs` prints.
@@ -172,21 +273,17 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
     let restart = RestartStrategy::from_config(&local.restart)?;
     let sink = sink_spec(args.sink, args.output.clone())?;
     let is_checksum = matches!(sink, SinkSpec::Checksum);
-    let sink_def = sink_definition(&sink)?;
-    let params = Params::parse(&args.params)?;
+    let request = job_request(&args.job, &args.params, args.parallelism, sink)?;
     // Build the job here first: a wrong name, parameter or graph fails before any process starts.
-    let job = jobs::build(
-        &args.job,
-        &params,
-        EnvConfig {
-            job_name: args.job.clone(),
+    let prepared = request::prepare(
+        &request,
+        &ExecutionDefaults {
             parallelism: local.parallelism,
             max_parallelism: local.max_parallelism,
-            sink,
+            runtime: local.runtime.clone(),
         },
     )?;
-    let plan = plan(&job.graph).with_context(|| format!("cannot plan job '{}'", args.job))?;
-    let chains: Vec<u32> = plan.chains.iter().map(|c| c.parallelism).collect();
+    let chains = prepared.chains;
     let needed = slots_needed(&chains);
     let slots = args
         .slots
@@ -199,23 +296,8 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
             args.executors * slots
         );
     }
-    tracing::info!(job = %args.job, graph = %job.graph.to_json(), "starting");
-    let definition = JobDefinition {
-        name: args.job.clone(),
-        params: params
-            .iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-        parallelism: local.parallelism,
-        max_parallelism: local.max_parallelism,
-        graph_json: job.graph.to_json(),
-        sink: Some(sink_def),
-        runtime: Some(RuntimeSettings {
-            batch_size: local.runtime.batch_size as u32,
-            channel_capacity: local.runtime.channel_capacity as u32,
-            buffer_timeout_ms: local.runtime.buffer_timeout_ms,
-        }),
-    };
+    tracing::info!(job = %args.job, graph = %prepared.graph_json, "starting");
+    let definition = prepared.definition;
     let executor_binary = find_executor_binary()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -330,30 +412,34 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What a TaskManager needs to know of the sink.
-fn sink_definition(sink: &SinkSpec) -> Result<SinkDefinition> {
-    Ok(match sink {
-        SinkSpec::Print => SinkDefinition {
-            kind: SinkKind_::Print as i32,
-            path: String::new(),
+/// The request the flags of `mesoflow run` describe, locally or against a cluster.
+pub fn job_request(
+    job: &str,
+    params: &[String],
+    parallelism: Option<u32>,
+    sink: SinkSpec,
+) -> Result<JobRequest> {
+    let sink = match sink {
+        SinkSpec::Print => SinkRequest::Print,
+        SinkSpec::Checksum => SinkRequest::Checksum,
+        SinkSpec::Discard => SinkRequest::Discard,
+        SinkSpec::Files(dir) => SinkRequest::Files {
+            path: std::path::absolute(&dir)
+                .with_context(|| format!("cannot resolve --output {}", dir.display()))?,
         },
-        SinkSpec::Checksum => SinkDefinition {
-            kind: SinkKind_::Checksum as i32,
-            path: String::new(),
-        },
-        SinkSpec::Discard => SinkDefinition {
-            kind: SinkKind_::Discard as i32,
-            path: String::new(),
-        },
-        SinkSpec::Files(dir) => {
-            let dir = std::path::absolute(dir)
-                .with_context(|| format!("cannot resolve --output {}", dir.display()))?;
-            SinkDefinition {
-                kind: SinkKind_::Files as i32,
-                path: dir.to_string_lossy().into_owned(),
-            }
-        }
         SinkSpec::Collect(_) => bail!("a collecting sink cannot run in TaskManager processes"),
+    };
+    let params = Params::parse(params)?;
+    Ok(JobRequest {
+        job: job.to_owned(),
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+        parallelism,
+        max_parallelism: None,
+        sink,
+        name: None,
     })
 }
 
@@ -488,6 +574,42 @@ mod tests {
         assert_eq!(r.params, vec!["input=x.txt"]);
         assert_eq!(r.parallelism, Some(4));
         assert_eq!(r.sink, Some(SinkKind::Checksum));
+    }
+
+    #[test]
+    fn cluster_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "mesoflow",
+            "run",
+            "stateless",
+            "--jobmanager",
+            "http://jm:8081",
+            "--token",
+            "t",
+            "--detached",
+        ])
+        .unwrap();
+        let Command::Run(r) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(r.cluster.jobmanager.as_deref(), Some("http://jm:8081"));
+        assert_eq!(r.cluster.token.as_deref(), Some("t"));
+        assert!(r.detached);
+        let cli = Cli::try_parse_from(["mesoflow", "list", "--jobmanager", "jm:8081"]).unwrap();
+        assert!(matches!(cli.command, Command::List(l) if l.cluster.jobmanager.is_some()));
+        let cli =
+            Cli::try_parse_from(["mesoflow", "cancel", "--jobmanager", "jm:1", "abc"]).unwrap();
+        assert!(matches!(cli.command, Command::Cancel(c) if c.job_id == "abc"));
+        assert!(Cli::try_parse_from(["mesoflow", "cancel"]).is_err());
+    }
+
+    #[test]
+    fn cluster_commands_without_an_address_say_what_to_pass() {
+        let e = ClusterArgs::default()
+            .client("list")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--jobmanager"), "{e}");
     }
 
     #[test]

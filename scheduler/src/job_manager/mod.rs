@@ -7,6 +7,7 @@
 //!   restarts, cancellation.
 //! - [`placement`]: slot sharing and spread/pack placement of slots over workers.
 //! - [`restart`]: Flink's restart strategies (`none`, `fixed-delay`, `exponential-delay`).
+//! - [`request`]: a request to run a built-in job, built and planned into a submission.
 //!
 //! The shell ([`shell`]: control connections, the ResourceManager driver, a timer) feeds the
 //! machine and carries out its [`Action`]s; it never decides anything itself.
@@ -14,6 +15,7 @@
 pub mod dispatcher;
 pub mod master;
 pub mod placement;
+pub mod request;
 pub mod restart;
 pub mod session;
 pub mod shell;
