@@ -42,6 +42,7 @@ use crate::resource_manager::{
     LocalProcessDriver, ResourceManagerDriver, WorkerSpec, find_executor_binary,
 };
 use crate::rest;
+use crate::rest::server::{RestConfig, RestServer, TlsFiles};
 use backend::{MetricsSources, SessionBackend};
 use task_spec::TaskManagerSpecs;
 
@@ -282,7 +283,7 @@ async fn on_mesos(
     }
     shutdown.cancel();
     let driver = task.await.context("the session cluster's task failed")?;
-    rest.stop();
+    rest.shutdown().await;
     if fatal.is_none() {
         match driver.shutdown(SHUTDOWN_GRACE).await {
             Ok(()) => tracing::info!("framework torn down; every executor is gone"),
@@ -325,7 +326,7 @@ async fn standalone(config: &Configuration, core: Core, shutdown: CancellationTo
     let rest = serve_rest(config, &handle, metrics).await?;
     shutdown.cancelled().await;
     let driver = task.await.context("the session cluster's task failed")?;
-    rest.stop();
+    rest.shutdown().await;
     stop_local(driver).await;
     Ok(())
 }
@@ -341,9 +342,19 @@ async fn serve_rest(
     config: &Configuration,
     session: &SessionHandle,
     metrics: MetricsSources,
-) -> Result<rest::RestServer> {
+) -> Result<RestServer> {
     let backend = SessionBackend::new(session.clone(), config, metrics);
-    let server = rest::RestServer::start(&config.rest, Arc::new(backend))
+    let rest_config = RestConfig {
+        bind_address: config.rest.bind_address.clone(),
+        port: config.rest.port,
+        token: config.rest.token.as_ref().map(|t| t.expose().to_owned()),
+        tls: config.rest.tls.as_ref().map(|tls| TlsFiles {
+            cert_chain: tls.cert_file.clone(),
+            private_key: tls.key_file.clone(),
+        }),
+        ..RestConfig::default()
+    };
+    let server = rest::server::serve(rest_config, Arc::new(backend))
         .await
         .context("cannot start the REST API (rest.bind-address, rest.port)")?;
     let scheme = if config.rest.tls.is_some() {

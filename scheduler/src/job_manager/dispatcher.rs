@@ -119,6 +119,9 @@ pub enum DispatchError {
     /// A job with this id exists.
     #[error("job {0:032x} already exists")]
     Duplicate(u128),
+    /// The cluster is stopping.
+    #[error("the cluster is stopping and takes no new jobs")]
+    Stopping,
     /// Its JobManager refuses it.
     #[error(transparent)]
     Submit(#[from] SubmitError),
@@ -152,6 +155,7 @@ struct PoolWorker {
 #[derive(Debug)]
 struct HostedJob {
     name: String,
+    max_parallelism: u32,
     /// Vertex (chain) names and parallelism, in plan order.
     vertices: Vec<(String, u32)>,
     master: JobMaster,
@@ -168,6 +172,8 @@ pub struct JobView {
     pub id: u128,
     /// Its name.
     pub name: String,
+    /// Its key groups.
+    pub max_parallelism: u32,
     /// Its status.
     pub status: JobStatus,
     /// When it was submitted.
@@ -263,17 +269,21 @@ impl Dispatcher {
         pool.chain(jobs).min()
     }
 
-    /// Submits a job. `workers` asks for that many TaskManagers (default: as few as hold the
-    /// job's widest vertex).
+    /// Submits a job, shown as `name` (default: its definition's). `workers` asks for that
+    /// many TaskManagers (default: as few as hold the job's widest vertex).
     pub fn submit(
         &mut self,
         job: JobSubmission,
+        name: Option<String>,
         vertex_names: Vec<String>,
         workers: Option<u32>,
         seed: u64,
         now: Instant,
     ) -> Result<(), DispatchError> {
         let id = job.job_id;
+        if self.stopping {
+            return Err(DispatchError::Stopping);
+        }
         if self.jobs.contains_key(&id) {
             return Err(DispatchError::Duplicate(id));
         }
@@ -288,7 +298,8 @@ impl Dispatcher {
             ..self.config.job.clone()
         };
         let mut master = JobMaster::new(config);
-        let name = job.definition.name.clone();
+        let name = name.unwrap_or_else(|| job.definition.name.clone());
+        let max_parallelism = job.definition.max_parallelism;
         let vertices = job
             .chains
             .iter()
@@ -306,6 +317,7 @@ impl Dispatcher {
             id,
             HostedJob {
                 name,
+                max_parallelism,
                 vertices,
                 master,
                 submitted: now,
@@ -533,6 +545,7 @@ impl Dispatcher {
         Some(JobView {
             id,
             name: job.name.clone(),
+            max_parallelism: job.max_parallelism,
             status: snapshot.status,
             submitted: job.submitted,
             ended: job.ended,
@@ -967,7 +980,7 @@ mod tests {
         register(&mut d, 1, 1, t0);
         assert!(drain(&mut d).is_empty(), "no job, nothing to do");
 
-        d.submit(job(A, 2), vec!["Source -> Map".into()], None, 1, t0)
+        d.submit(job(A, 2), None, vec!["Source -> Map".into()], None, 1, t0)
             .unwrap();
         let actions = drain(&mut d);
         assert!(
@@ -1001,11 +1014,11 @@ mod tests {
         let mut d = Dispatcher::new(config(1, 2), t0);
         drain(&mut d);
         register(&mut d, 0, 2, t0);
-        d.submit(job(A, 2), vec![], None, 1, t0).unwrap();
+        d.submit(job(A, 2), None, vec![], None, 1, t0).unwrap();
         let a = drain(&mut d);
         assert_eq!(deployed(&a).len(), 1, "one TaskManager with two slots");
         // Job B needs another TaskManager: the pool grows.
-        d.submit(job(B, 1), vec![], None, 1, t0).unwrap();
+        d.submit(job(B, 1), None, vec![], None, 1, t0).unwrap();
         let b = drain(&mut d);
         assert_eq!(requested(&b), vec![tm(1)]);
         register(&mut d, 1, 2, t0);
@@ -1038,7 +1051,7 @@ mod tests {
         drain(&mut d);
         register(&mut d, 0, 1, t0);
         register(&mut d, 1, 1, t0);
-        d.submit(job(A, 2), vec![], None, 1, t0).unwrap();
+        d.submit(job(A, 2), None, vec![], None, 1, t0).unwrap();
         let first = deployed(&drain(&mut d));
         for (w, j, a, ix) in &first {
             d.message(w, state(*j, *a, ix[0], SubtaskState::Running), t0);
@@ -1104,9 +1117,9 @@ mod tests {
         drain(&mut d);
         register(&mut d, 0, 1, t0);
         assert_eq!(d.cancel(A, t0), Err(CancelError::Unknown(A)));
-        d.submit(job(A, 1), vec![], None, 1, t0).unwrap();
+        d.submit(job(A, 1), None, vec![], None, 1, t0).unwrap();
         assert_eq!(
-            d.submit(job(A, 1), vec![], None, 1, t0),
+            d.submit(job(A, 1), None, vec![], None, 1, t0),
             Err(DispatchError::Duplicate(A))
         );
         let deploys = deployed(&drain(&mut d));
@@ -1144,7 +1157,7 @@ mod tests {
         let t0 = Instant::now();
         let mut d = Dispatcher::new(config(0, 1), t0);
         for id in 1..=3u128 {
-            d.submit(job(id, 1), vec![], None, 1, t0).unwrap();
+            d.submit(job(id, 1), None, vec![], None, 1, t0).unwrap();
             d.cancel(id, t0).unwrap();
         }
         let ids: Vec<u128> = d.jobs().iter().map(|j| j.id).collect();

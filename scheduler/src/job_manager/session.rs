@@ -61,12 +61,18 @@ impl SessionHandle {
     pub fn submit(
         &self,
         job: JobSubmission,
+        name: Option<String>,
         vertex_names: Vec<String>,
         workers: Option<u32>,
     ) -> Result<(), DispatchError> {
-        let result = self
-            .lock()
-            .submit(job, vertex_names, workers, rand::random(), Instant::now());
+        let result = self.lock().submit(
+            job,
+            name,
+            vertex_names,
+            workers,
+            rand::random(),
+            Instant::now(),
+        );
         self.shared.wake.notify_one();
         result
     }
@@ -91,6 +97,11 @@ impl SessionHandle {
     /// The TaskManager pool.
     pub fn workers(&self) -> Vec<WorkerView> {
         self.lock().workers()
+    }
+
+    /// Registered TaskManagers and their slots.
+    pub fn registered(&self) -> (usize, u32) {
+        self.lock().registered()
     }
 
     /// Job milestones from now on.

@@ -569,6 +569,8 @@ pub struct ClusterMetrics {
     pub jobs: BTreeMap<JobState, u64>,
     /// Mesos framework counters since the scheduler started.
     pub mesos: MesosCounters,
+    /// Downloads of the executor from the artifact server, when it runs.
+    pub artifact_fetches: Option<u64>,
     /// One row per vertex of every job still running or kept.
     pub vertices: Vec<VertexMetrics>,
 }

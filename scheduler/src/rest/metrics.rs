@@ -78,6 +78,15 @@ pub fn render(m: &ClusterMetrics) -> String {
         "TaskManager tasks launched on Mesos agents.",
         m.mesos.workers_launched,
     );
+    if let Some(fetches) = m.artifact_fetches {
+        single(
+            w,
+            "mesoflow_artifact_fetches_total",
+            "counter",
+            "Downloads of the executor binary from the artifact server.",
+            fetches,
+        );
+    }
     if !m.vertices.is_empty() {
         header(
             w,
@@ -195,6 +204,7 @@ mod tests {
                 tasks_failed: 1,
                 workers_launched: 3,
             },
+            artifact_fetches: Some(2),
             vertices: vec![
                 VertexMetrics {
                     job_id: JobId(0xab),
