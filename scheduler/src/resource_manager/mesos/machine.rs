@@ -498,7 +498,11 @@ impl MesosResourceManager {
     /// A task status update (the shell acknowledges it afterwards).
     pub fn handle_update(&mut self, _now: Instant, status: &TaskStatus) {
         let id = WorkerId(status.task_id.value.clone());
-        let state = TaskState::try_from(status.state).unwrap_or(TaskState::TaskUnknown);
+        let Ok(state) = TaskState::try_from(status.state) else {
+            // A state a newer Mesos added: neither alive nor gone as far as we can tell.
+            debug!(task = %id, state = status.state, "ignoring an update with an unknown state");
+            return;
+        };
         let gone = mesoflow_proto::mesos::v1::is_terminal_state(status.state)
             || matches!(state, TaskState::TaskUnreachable | TaskState::TaskUnknown);
         let Some(worker) = self.launched.get_mut(&id) else {

@@ -866,3 +866,14 @@ fn shutdown_with_nothing_running_tears_down_at_once() {
     rig.m.shutdown(rig.now, Duration::from_secs(10));
     assert_eq!(rig.drain(), vec![Action::Teardown]);
 }
+
+#[test]
+fn an_update_with_a_state_this_build_does_not_know_is_ignored() {
+    let mut rig = Rig::default();
+    rig.run(&["w1"]);
+    let mut s = status("w1", TaskState::TaskRunning);
+    s.state = 99;
+    rig.m.handle_update(rig.now, &s);
+    assert_eq!(rig.drain(), vec![]);
+    assert_eq!(rig.m.metrics().running_workers, 1);
+}
