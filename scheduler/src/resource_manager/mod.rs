@@ -7,6 +7,7 @@
 //! JobManager test runs without a cluster.
 
 pub mod local;
+pub mod mesos;
 
 use std::fmt;
 
