@@ -178,6 +178,13 @@ impl MesosDriver {
         lock(&self.machine).metrics()
     }
 
+    /// Reads the counters later, wherever the driver itself has gone (e.g. into the loop
+    /// that owns it).
+    pub fn metrics_source(&self) -> Box<dyn Fn() -> MesosMetrics + Send + Sync> {
+        let machine = Arc::clone(&self.machine);
+        Box::new(move || lock(&machine).metrics())
+    }
+
     /// Why the driver stopped (`None` while it runs); wait on it with `changed()`.
     pub fn exit(&self) -> watch::Receiver<Option<DriverExit>> {
         self.exit.clone()
