@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::duration::{DurationError, parse_duration};
+use mesoflow_dataplane::duration::{DurationError, parse_duration};
 
 /// Names of the variables this module reads.
 pub mod vars {
