@@ -2,6 +2,7 @@
 //! the ResourceManager, and the library behind the `mesoflow` command-line tool.
 
 pub mod cli;
+pub mod config;
 pub mod job_manager;
 pub mod mesos;
 pub mod resource_manager;

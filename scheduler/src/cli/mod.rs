@@ -3,7 +3,6 @@
 //! built-in `jobs`. (Cluster commands — `list`, `cancel`, `savepoint`, `stop` — come with the
 //! REST API.)
 
-pub mod config;
 pub mod local_cluster;
 
 use std::io::IsTerminal;
@@ -21,12 +20,11 @@ use mesoflow_dataplane::{EnvConfig, SinkSpec};
 use mesoflow_proto::control::sink_definition::Kind as SinkKind_;
 use mesoflow_proto::control::{JobDefinition, RuntimeSettings, SinkDefinition};
 
+use crate::config::{Configuration, LoadOptions};
 use crate::job_manager::placement::slots_needed;
-use crate::job_manager::restart::RestartStrategy;
 use crate::job_manager::shell::{self, Notice, RunEnd, RunStatus, ShellIo};
 use crate::job_manager::{JobManagerConfig, JobMaster, JobSubmission};
 use crate::resource_manager::{LocalProcessDriver, find_executor_binary};
-use config::LocalConfig;
 use local_cluster::LocalCluster;
 
 /// mesoflow: a stateful stream processor for Apache Mesos.
@@ -36,6 +34,10 @@ pub struct Cli {
     /// Configuration override in Flink style, e.g. -Dparallelism.default=2 (repeatable).
     #[arg(short = 'D', value_name = "KEY=VALUE", global = true)]
     pub config: Vec<String>,
+    /// Configuration file (YAML, flat or nested Flink keys); default: config.yaml, else
+    /// flink-conf.yaml, in $MESOFLOW_CONF_DIR.
+    #[arg(long = "config", value_name = "FILE", global = true)]
+    pub config_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -120,7 +122,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             print!("{}", jobs_listing());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run(args) => run(args, &cli.config),
+        Command::Run(args) => run(args, &cli.config, cli.config_file),
     }
 }
 
@@ -154,14 +156,17 @@ pub fn sink_spec(sink: Option<SinkKind>, output: Option<PathBuf>) -> Result<Sink
     })
 }
 
-fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
-    let mut local = LocalConfig::default();
-    local.apply(overrides)?;
+fn run(args: RunArgs, overrides: &[String], config_file: Option<PathBuf>) -> Result<ExitCode> {
+    let loaded = Configuration::load(&LoadOptions::from_process(config_file, overrides))?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut local = loaded.config;
     if let Some(p) = args.parallelism {
         if p == 0 {
             bail!("--parallelism must be positive");
         }
-        local.parallelism = p;
+        local.execution.parallelism = p;
     }
     if args.executors == 0 {
         bail!("--executors must be at least 1");
@@ -169,7 +174,7 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
     if args.slots == Some(0) {
         bail!("--slots must be at least 1");
     }
-    let restart = RestartStrategy::from_config(&local.restart)?;
+    let restart = local.restart;
     let sink = sink_spec(args.sink, args.output.clone())?;
     let is_checksum = matches!(sink, SinkSpec::Checksum);
     let sink_def = sink_definition(&sink)?;
@@ -180,8 +185,8 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
         &params,
         EnvConfig {
             job_name: args.job.clone(),
-            parallelism: local.parallelism,
-            max_parallelism: local.max_parallelism,
+            parallelism: local.execution.parallelism,
+            max_parallelism: local.execution.max_parallelism,
             sink,
         },
     )?;
@@ -206,14 +211,14 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
             .iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
-        parallelism: local.parallelism,
-        max_parallelism: local.max_parallelism,
+        parallelism: local.execution.parallelism,
+        max_parallelism: local.execution.max_parallelism,
         graph_json: job.graph.to_json(),
         sink: Some(sink_def),
         runtime: Some(RuntimeSettings {
-            batch_size: local.runtime.batch_size as u32,
-            channel_capacity: local.runtime.channel_capacity as u32,
-            buffer_timeout_ms: local.runtime.buffer_timeout_ms,
+            batch_size: local.execution.runtime.batch_size as u32,
+            channel_capacity: local.execution.runtime.channel_capacity as u32,
+            buffer_timeout_ms: local.execution.runtime.buffer_timeout_ms,
         }),
     };
     let executor_binary = find_executor_binary()?;
@@ -224,7 +229,7 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
         .context("cannot start the tokio runtime")?;
     let started = std::time::Instant::now();
     let end = runtime.block_on(async {
-        let cluster = LocalCluster::start(local.heartbeat_interval)?;
+        let cluster = LocalCluster::start(local.cluster.heartbeat_interval)?;
         tracing::info!(control = %cluster.server.local_addr(), "JobManager listening");
         let (events_tx, worker_events) = tokio::sync::mpsc::unbounded_channel();
         let mut tm_config = std::collections::BTreeMap::new();
@@ -235,9 +240,11 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
         let mut master = JobMaster::new(JobManagerConfig {
             slots_per_worker: slots,
             workers: args.executors,
-            spread: local.spread,
-            heartbeat_interval: local.heartbeat_interval,
-            heartbeat_timeout: local.heartbeat_timeout,
+            spread: local.cluster.evenly_spread_out_slots,
+            heartbeat_interval: local.cluster.heartbeat_interval,
+            heartbeat_timeout: local.cluster.heartbeat_timeout,
+            registration_timeout: local.cluster.registration_timeout,
+            cancel_timeout: local.cluster.cancellation_timeout,
             restart,
             seed: rand::random(),
             ..JobManagerConfig::default()
