@@ -50,6 +50,7 @@ pub mod backoff;
 pub mod checksum;
 pub mod context;
 pub mod control;
+pub mod duration;
 pub mod element;
 pub mod emitter;
 pub mod error;

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::duration::{DurationError, parse_duration};
+use mesoflow_dataplane::duration::{DurationError, parse_duration};
 
 /// Names of the variables this module reads.
 pub mod vars {
@@ -137,6 +137,14 @@ impl ExecutorEnvironment {
         };
         let duration = |name: &'static str| -> Result<Duration, EnvironmentError> {
             let value = required(name)?;
+            // The agent always writes a unit; a bare number (milliseconds to Flink) is a mistake.
+            if value.trim().bytes().all(|b| b.is_ascii_digit()) {
+                return Err(EnvironmentError::Invalid {
+                    name,
+                    value,
+                    reason: "a duration needs a unit, such as 5secs or 250ms".to_owned(),
+                });
+            }
             parse_duration(&value).map_err(|source| EnvironmentError::Duration { name, source })
         };
 

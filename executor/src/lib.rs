@@ -5,14 +5,12 @@
 //! and to run the tasks the scheduler launches on it:
 //!
 //! - [`environment`]: the `MESOS_*` variables the agent sets, validated;
-//! - [`duration`]: the agent's duration strings (`15mins`, `2secs`);
 //! - [`reconnect`]: when to re-subscribe after losing the agent, and when to give up;
 //! - [`client`]: the executor API as a pure state machine (events in, actions out, time passed in);
 //! - [`shell`]: the thin tokio/HTTP shell that drives the client against a real agent;
 //! - [`task_spec`], [`runner`], [`task_manager`]: what a task is for and how it runs.
 
 pub mod client;
-pub mod duration;
 pub mod environment;
 pub mod reconnect;
 pub mod runner;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use mesoflow_dataplane::duration::parse_duration;
 use mesoflow_executor::client::{ClientConfig, ExecutorClient};
-use mesoflow_executor::duration::parse_duration;
 use mesoflow_executor::environment::ExecutorEnvironment;
 use mesoflow_executor::runner::KindRunner;
 use mesoflow_executor::shell::{AgentEndpoint, Shell};

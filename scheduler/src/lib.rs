@@ -3,6 +3,8 @@
 
 pub mod artifact_server;
 pub mod cli;
+pub mod config;
+pub mod entrypoint;
 pub mod job_manager;
 pub mod mesos;
 pub mod resource_manager;

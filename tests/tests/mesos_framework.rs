@@ -285,9 +285,13 @@ async fn a_job_runs_on_executors_launched_from_offers_and_sigterm_cleans_up() {
     let fw = framework(&cluster, Duration::from_secs(30)).await;
 
     // Two TaskManagers at once, each with exactly the configured resources and one port.
-    let view = view_until(&cluster, &fw, Duration::from_secs(60), "2 TaskManagers running", |v| {
-        running(v) == 2
-    })
+    let view = view_until(
+        &cluster,
+        &fw,
+        Duration::from_secs(60),
+        "2 TaskManagers running",
+        |v| running(v) == 2,
+    )
     .await;
     for t in &view.tasks {
         assert_eq!((t.cpus, t.mem, t.disk), (0.5, 256.0, 16.0), "{t:?}");
@@ -303,7 +307,9 @@ async fn a_job_runs_on_executors_launched_from_offers_and_sigterm_cleans_up() {
     for (_, framework_id, executor_id, pid, sandbox) in &executors {
         assert_eq!(framework_id, &fw);
         let fetched = sandbox.join("mesoflow-executor");
-        let expected = std::fs::metadata(binary("mesoflow-executor")).unwrap().len();
+        let expected = std::fs::metadata(binary("mesoflow-executor"))
+            .unwrap()
+            .len();
         assert_eq!(std::fs::metadata(&fetched).unwrap().len(), expected);
         let environ = std::fs::read(format!("/proc/{}/environ", pid.unwrap())).unwrap();
         let environ = String::from_utf8_lossy(&environ);
@@ -392,15 +398,26 @@ async fn survives(disrupt: impl FnOnce(&Cluster, &str, &str)) {
     let cluster = start_cluster(agents(3)).await;
     let scheduler = Scheduler::start(&settings(&cluster, 2));
     let fw = framework(&cluster, Duration::from_secs(30)).await;
-    view_until(&cluster, &fw, Duration::from_secs(60), "2 TaskManagers running", |v| {
-        running(v) == 2
-    })
+    view_until(
+        &cluster,
+        &fw,
+        Duration::from_secs(60),
+        "2 TaskManagers running",
+        |v| running(v) == 2,
+    )
     .await;
     let params = [("keys", "1000"), ("events", "6000000")];
     let expected = reference("windowed-count", &params, 2);
     let rest = scheduler.rest.clone();
     let run = std::thread::spawn(move || {
-        let mut args = vec!["run", "windowed-count", "--parallelism", "2", "--sink", "checksum"];
+        let mut args = vec![
+            "run",
+            "windowed-count",
+            "--parallelism",
+            "2",
+            "--sink",
+            "checksum",
+        ];
         let pairs: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
         for p in &pairs {
             args.extend(["-p", p.as_str()]);
@@ -475,9 +492,13 @@ async fn offers_that_do_not_fit_are_declined_and_demand_drives_suppress_and_revi
 
     // The one TaskManager goes to the agent that fits; the others' offers are declined with
     // the configured refuse_seconds; with nothing more to launch, offers are suppressed.
-    let view = view_until(&cluster, &fw, Duration::from_secs(60), "launched and suppressed", |v| {
-        running(v) == 1 && !v.suppressed.is_empty()
-    })
+    let view = view_until(
+        &cluster,
+        &fw,
+        Duration::from_secs(60),
+        "launched and suppressed",
+        |v| running(v) == 1 && !v.suppressed.is_empty(),
+    )
     .await;
     assert_eq!(view.tasks[0].agent_id, agents[2], "{view:?}");
     assert!(!view.declines.is_empty(), "{view:?}");
@@ -502,11 +523,18 @@ async fn offers_that_do_not_fit_are_declined_and_demand_drives_suppress_and_revi
     );
     assert_eq!(code, Some(0), "{stderr}");
     let job_id = stdout.trim().rsplit(' ').next().unwrap().to_owned();
-    let view = view_until(&cluster, &fw, Duration::from_secs(60), "a second TaskManager", |v| {
-        v.tasks.len() == 2
-    })
+    let view = view_until(
+        &cluster,
+        &fw,
+        Duration::from_secs(60),
+        "a second TaskManager",
+        |v| v.tasks.len() == 2,
+    )
     .await;
-    assert!(view.tasks.iter().all(|t| t.agent_id == agents[2]), "{view:?}");
+    assert!(
+        view.tasks.iter().all(|t| t.agent_id == agents[2]),
+        "{view:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let job = get_json(&format!("{}/jobs/{job_id}", scheduler.rest)).await;
@@ -517,9 +545,13 @@ async fn offers_that_do_not_fit_are_declined_and_demand_drives_suppress_and_revi
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Demand is gone again: suppressed.
-    view_until(&cluster, &fw, Duration::from_secs(30), "suppressed again", |v| {
-        !v.suppressed.is_empty()
-    })
+    view_until(
+        &cluster,
+        &fw,
+        Duration::from_secs(30),
+        "suppressed again",
+        |v| !v.suppressed.is_empty(),
+    )
     .await;
 }
 
@@ -537,9 +569,13 @@ async fn a_framework_with_credentials_registers_and_a_wrong_secret_is_refused_wi
     good.push("mesos.resourcemanager.framework.secret=s3cret".into());
     let scheduler = Scheduler::start(&good);
     let fw = framework(&cluster, Duration::from_secs(30)).await;
-    view_until(&cluster, &fw, Duration::from_secs(60), "a TaskManager running", |v| {
-        running(v) == 1
-    })
+    view_until(
+        &cluster,
+        &fw,
+        Duration::from_secs(60),
+        "a TaskManager running",
+        |v| running(v) == 1,
+    )
     .await;
     drop(scheduler);
 
@@ -558,7 +594,10 @@ async fn a_framework_with_credentials_registers_and_a_wrong_secret_is_refused_wi
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("401") || stderr.contains("authenticat"), "{stderr}");
+    assert!(
+        stderr.contains("401") || stderr.contains("authenticat"),
+        "{stderr}"
+    );
     assert!(started.elapsed() < Duration::from_secs(30), "{stderr}");
 }
 
@@ -581,9 +620,19 @@ async fn the_rest_api_refuses_bad_requests_with_a_message_and_keeps_serving() {
     let overview = format!("{rest}/overview");
     // No token, a wrong one: 401. The right one: 200.
     assert_eq!(client.get(&overview).send().await.unwrap().status(), 401);
-    let wrong = client.get(&overview).bearer_auth("nope").send().await.unwrap();
+    let wrong = client
+        .get(&overview)
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
-    let ok = client.get(&overview).bearer_auth("t0ken").send().await.unwrap();
+    let ok = client
+        .get(&overview)
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
 
     let post = |body: &'static str| {
@@ -597,7 +646,11 @@ async fn the_rest_api_refuses_bad_requests_with_a_message_and_keeps_serving() {
     for (body, status, needle) in [
         ("{\"job\": \"wordcount\",", 400, ""),
         ("{\"job\": \"no-such-job\"}", 400, "no-such-job"),
-        ("{\"job\": \"wordcount\", \"parallelism\": \"two\"}", 400, "parallelism"),
+        (
+            "{\"job\": \"wordcount\", \"parallelism\": \"two\"}",
+            400,
+            "parallelism",
+        ),
         (
             "{\"job\": \"windowed-count\", \"parameters\": {\"events\": \"many\"}}",
             400,
@@ -620,13 +673,22 @@ async fn the_rest_api_refuses_bad_requests_with_a_message_and_keeps_serving() {
         .unwrap();
     assert_eq!(unknown.status(), 404);
     // Still serving, and the CLI with the token works.
-    let ok = client.get(&overview).bearer_auth("t0ken").send().await.unwrap();
+    let ok = client
+        .get(&overview)
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ok.status(), 200);
     let out = Command::new(binary("mesoflow"))
         .args(["list", "--jobmanager", &rest, "--token", "t0ken"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(scheduler.terminate(Duration::from_secs(30)), Some(0));
 }
 

@@ -141,25 +141,9 @@ impl ShuffleConfig {
     }
 }
 
-/// Parses `"5 ms"`, `"5ms"`, `"2 s"`, `"100"` (milliseconds, Flink's default unit), `"1 min"`.
+/// A duration setting, read by the one duration parser (`100` alone is milliseconds, as in Flink).
 fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let bad = || {
-        ConfigError(format!(
-            "{key}: expected a duration such as '1 ms' or '2 s', got '{value}'"
-        ))
-    };
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    Ok(match unit.trim() {
-        "" | "ms" | "milli" | "millis" | "milliseconds" => Duration::from_millis(number),
-        "us" | "micros" | "microseconds" => Duration::from_micros(number),
-        "s" | "sec" | "secs" | "second" | "seconds" => Duration::from_secs(number),
-        "min" | "mins" | "minute" | "minutes" => Duration::from_secs(number.saturating_mul(60)),
-        _ => return Err(bad()),
-    })
+    crate::duration::parse_duration(value).map_err(|e| ConfigError(format!("{key}: {e}")))
 }
 
 #[cfg(test)]

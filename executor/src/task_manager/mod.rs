@@ -61,7 +61,7 @@ fn duration_key(
 ) -> Result<Duration, TaskManagerError> {
     match spec.config.get(key) {
         None => Ok(default),
-        Some(text) => crate::duration::parse_duration(text)
+        Some(text) => mesoflow_dataplane::duration::parse_duration(text)
             .map_err(|e| TaskManagerError::Spec(format!("{key}: {e}"))),
     }
 }

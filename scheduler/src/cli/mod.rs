@@ -3,7 +3,6 @@
 //! `--jobmanager`, on a session cluster through its REST API; `list` and `cancel` a cluster's
 //! jobs; list the built-in `jobs`.
 
-pub mod config;
 pub mod local_cluster;
 pub mod remote;
 
@@ -19,13 +18,12 @@ use mesoflow_dataplane::checksum::checksum_line;
 use mesoflow_dataplane::jobs::{self, Params};
 use mesoflow_dataplane::runtime::JobResult;
 
+use crate::config::{Configuration, LoadOptions};
 use crate::job_manager::placement::slots_needed;
 use crate::job_manager::request::{self, ExecutionDefaults, JobRequest, SinkRequest};
-use crate::job_manager::restart::RestartStrategy;
 use crate::job_manager::shell::{self, Notice, RunEnd, RunStatus, ShellIo};
 use crate::job_manager::{JobManagerConfig, JobMaster, JobSubmission};
 use crate::resource_manager::{LocalProcessDriver, find_executor_binary};
-use config::LocalConfig;
 use local_cluster::LocalCluster;
 
 /// mesoflow: a stateful stream processor for Apache Mesos.
@@ -35,6 +33,10 @@ pub struct Cli {
     /// Configuration override in Flink style, e.g. -Dparallelism.default=2 (repeatable).
     #[arg(short = 'D', value_name = "KEY=VALUE", global = true)]
     pub config: Vec<String>,
+    /// Configuration file (YAML, flat or nested Flink keys); default: config.yaml, else
+    /// flink-conf.yaml, in $MESOFLOW_CONF_DIR.
+    #[arg(long = "config", value_name = "FILE", global = true)]
+    pub config_file: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -174,7 +176,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) if args.detached => {
             bail!("--detached needs --jobmanager (a local run lives in this process)")
         }
-        Command::Run(args) => run(args, &cli.config),
+        Command::Run(args) => run(args, &cli.config, cli.config_file),
         Command::List(args) => {
             let client = args.cluster.client("list")?;
             remote::block_on(remote::list(&client, &mut std::io::stdout()))?;
@@ -255,14 +257,17 @@ pub fn sink_spec(sink: Option<SinkKind>, output: Option<PathBuf>) -> Result<Sink
     })
 }
 
-fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
-    let mut local = LocalConfig::default();
-    local.apply(overrides)?;
+fn run(args: RunArgs, overrides: &[String], config_file: Option<PathBuf>) -> Result<ExitCode> {
+    let loaded = Configuration::load(&LoadOptions::from_process(config_file, overrides))?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut local = loaded.config;
     if let Some(p) = args.parallelism {
         if p == 0 {
             bail!("--parallelism must be positive");
         }
-        local.parallelism = p;
+        local.execution.parallelism = p;
     }
     if args.executors == 0 {
         bail!("--executors must be at least 1");
@@ -270,7 +275,7 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
     if args.slots == Some(0) {
         bail!("--slots must be at least 1");
     }
-    let restart = RestartStrategy::from_config(&local.restart)?;
+    let restart = local.restart;
     let sink = sink_spec(args.sink, args.output.clone())?;
     let is_checksum = matches!(sink, SinkSpec::Checksum);
     let request = job_request(&args.job, &args.params, args.parallelism, sink)?;
@@ -278,9 +283,9 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
     let prepared = request::prepare(
         &request,
         &ExecutionDefaults {
-            parallelism: local.parallelism,
-            max_parallelism: local.max_parallelism,
-            runtime: local.runtime.clone(),
+            parallelism: local.execution.parallelism,
+            max_parallelism: local.execution.max_parallelism,
+            runtime: local.execution.runtime.clone(),
         },
     )?;
     let chains = prepared.chains;
@@ -306,7 +311,7 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
         .context("cannot start the tokio runtime")?;
     let started = std::time::Instant::now();
     let end = runtime.block_on(async {
-        let cluster = LocalCluster::start(local.heartbeat_interval)?;
+        let cluster = LocalCluster::start(local.cluster.heartbeat_interval)?;
         tracing::info!(control = %cluster.server.local_addr(), "JobManager listening");
         let (events_tx, worker_events) = tokio::sync::mpsc::unbounded_channel();
         let mut tm_config = std::collections::BTreeMap::new();
@@ -317,9 +322,11 @@ fn run(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
         let mut master = JobMaster::new(JobManagerConfig {
             slots_per_worker: slots,
             workers: args.executors,
-            spread: local.spread,
-            heartbeat_interval: local.heartbeat_interval,
-            heartbeat_timeout: local.heartbeat_timeout,
+            spread: local.cluster.evenly_spread_out_slots,
+            heartbeat_interval: local.cluster.heartbeat_interval,
+            heartbeat_timeout: local.cluster.heartbeat_timeout,
+            registration_timeout: local.cluster.registration_timeout,
+            cancel_timeout: local.cluster.cancellation_timeout,
             restart,
             seed: rand::random(),
             ..JobManagerConfig::default()

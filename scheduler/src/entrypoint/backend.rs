@@ -180,9 +180,9 @@ impl RestBackend for SessionBackend {
             attempt: job.attempt,
             restarts: job.restarts,
             failure_cause: job.failure.clone(),
-            result: job.outcome.map(|o| {
-                JobResultInfo::new(o.records_in, o.records_out, o.checksum, o.skipped)
-            }),
+            result: job
+                .outcome
+                .map(|o| JobResultInfo::new(o.records_in, o.records_out, o.checksum, o.skipped)),
         })
     }
 
@@ -217,12 +217,17 @@ impl RestBackend for SessionBackend {
         for j in &jobs {
             *by_state.entry(JobState::from(j.status)).or_default() += 1;
         }
-        let mesos = self.metrics.mesos.as_ref().map(|m| m()).map(|m| MesosCounters {
-            offers_received: m.offers_received,
-            offers_declined: m.offers_declined,
-            tasks_failed: m.tasks_failed,
-            workers_launched: m.workers_launched,
-        });
+        let mesos = self
+            .metrics
+            .mesos
+            .as_ref()
+            .map(|m| m())
+            .map(|m| MesosCounters {
+                offers_received: m.offers_received,
+                offers_declined: m.offers_declined,
+                tasks_failed: m.tasks_failed,
+                workers_launched: m.workers_launched,
+            });
         ClusterMetrics {
             taskmanagers_registered: registered as u64,
             slots_total: u64::from(slots),

@@ -73,8 +73,7 @@ pub fn main_entry() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let loaded = match Configuration::load(&LoadOptions::from_process(args.config, &args.dynamic))
-    {
+    let loaded = match Configuration::load(&LoadOptions::from_process(args.config, &args.dynamic)) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("mesoflow-scheduler: {e}");
@@ -179,7 +178,7 @@ async fn core(config: &Configuration) -> Result<Core> {
                 heartbeat_timeout: config.cluster.heartbeat_timeout,
                 registration_timeout: config.cluster.registration_timeout,
                 cancel_timeout: config.cluster.cancellation_timeout,
-                restart: config.restart.clone(),
+                restart: config.restart,
                 ..JobManagerConfig::default()
             },
         },
@@ -276,7 +275,7 @@ async fn on_mesos(
     let rest = serve_rest(config, &handle, metrics).await?;
     let fatal = tokio::select! {
         () = shutdown.cancelled() => None,
-        _ = exit.wait_for(Option::is_some) => exit.borrow().clone(),
+        exited = exit.wait_for(Option::is_some) => exited.ok().and_then(|e| e.clone()),
     };
     if let Some(fatal) = &fatal {
         tracing::error!(error = %fatal, "the Mesos framework stopped; stopping the cluster");
@@ -420,8 +419,11 @@ fn current_user() -> String {
             buf.len(),
             &mut result,
         );
-        (rc == 0 && !result.is_null() && !pwd.pw_name.is_null())
-            .then(|| std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned())
+        (rc == 0 && !result.is_null() && !pwd.pw_name.is_null()).then(|| {
+            std::ffi::CStr::from_ptr(pwd.pw_name)
+                .to_string_lossy()
+                .into_owned()
+        })
     };
     name.or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
         .unwrap_or_else(|| "nobody".to_owned())

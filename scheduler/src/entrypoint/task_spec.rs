@@ -45,7 +45,14 @@ impl TaskSpecBuilder for TaskManagerSpecs {
             bind_host: placement.hostname.clone(),
             port: placement.data_port,
         };
-        let tm = task_manager_spec(&self.ca, worker, spec, &self.job_manager, &data, &self.config)?;
+        let tm = task_manager_spec(
+            &self.ca,
+            worker,
+            spec,
+            &self.job_manager,
+            &data,
+            &self.config,
+        )?;
         Ok(TaskSpec {
             version: SPEC_VERSION,
             kind: Some(task_spec::Kind::TaskManager(tm)),

@@ -32,4 +32,4 @@ pub use master::{
     RegistrationError, SubmitError, SubtaskRow, WorkerRow, WorkerState,
 };
 pub use placement::{PlacementError, Slot, assign_subtasks, place_slots, slots_needed};
-pub use restart::{RestartConfigError, RestartDecision, RestartStrategy, RestartTracker};
+pub use restart::{RestartDecision, RestartStrategy, RestartTracker};

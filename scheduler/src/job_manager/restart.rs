@@ -1,58 +1,18 @@
 //! Restart strategies: whether, and after how long, a failed job is restarted.
 //!
 //! The keys and defaults are Flink's (`restart-strategy.type` and its `fixed-delay.*` and
-//! `exponential-delay.*` options), so a Flink configuration carries over. A
-//! [`RestartStrategy`] is plain configuration; a [`RestartTracker`] built from it remembers the
+//! `exponential-delay.*` options), so a Flink configuration carries over. The keys live in the
+//! configuration's key table ([`crate::config::keys::KEYS`]); [`crate::config::Configuration`]
+//! builds the [`RestartStrategy`] from them. A [`RestartStrategy`] is plain configuration; a [`RestartTracker`] built from it remembers the
 //! failures of one job and answers [`RestartTracker::on_failure`] without reading a clock.
 
-use std::{collections::BTreeMap, time::Duration, time::Instant};
+use std::{time::Duration, time::Instant};
 
 use serde::{Deserialize, Serialize};
 
 use mesoflow_dataplane::backoff::{Backoff, BackoffConfig, BackoffShape, JitterKind};
 
-/// Prefix of every restart-strategy key.
-const PREFIX: &str = "restart-strategy.";
-
-/// Restart-strategy keys understood by [`RestartStrategy::from_config`], with their meaning.
-pub const KEYS: &[(&str, &str)] = &[
-    (
-        "restart-strategy.type",
-        "none, fixed-delay or exponential-delay (default)",
-    ),
-    (
-        "restart-strategy.fixed-delay.attempts",
-        "restarts allowed before the job fails (default 1)",
-    ),
-    (
-        "restart-strategy.fixed-delay.delay",
-        "delay before each restart (default 1 s)",
-    ),
-    (
-        "restart-strategy.exponential-delay.initial-backoff",
-        "delay before the first restart (default 1 s)",
-    ),
-    (
-        "restart-strategy.exponential-delay.max-backoff",
-        "largest delay (default 1 min)",
-    ),
-    (
-        "restart-strategy.exponential-delay.backoff-multiplier",
-        "growth of the delay per failure (default 1.5)",
-    ),
-    (
-        "restart-strategy.exponential-delay.reset-backoff-threshold",
-        "running this long without a failure resets the delay (default 1 h)",
-    ),
-    (
-        "restart-strategy.exponential-delay.jitter-factor",
-        "random spread of each delay, 0 to 1 (default 0.1)",
-    ),
-    (
-        "restart-strategy.exponential-delay.attempts-before-reset-backoff",
-        "restarts allowed between resets (default unlimited)",
-    ),
-];
+use crate::config::{ConfigError, Values};
 
 /// Flink's `fixed-delay` strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -120,136 +80,48 @@ impl Default for RestartStrategy {
     }
 }
 
-/// A restart-strategy setting that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct RestartConfigError {
-    /// The offending key.
-    pub key: String,
-    /// What is wrong and what would be right.
-    pub message: String,
-}
-
-fn error(key: &str, message: impl Into<String>) -> RestartConfigError {
-    RestartConfigError {
-        key: key.to_owned(),
-        message: message.into(),
-    }
-}
-
-/// A duration as Flink writes them: `1 s`, `10s`, `500ms`, `1 min`; a bare number is
-/// milliseconds (Flink's default unit). Parsing is humantime's, as elsewhere in the scheduler.
-fn duration(key: &str, value: &str) -> Result<Duration, RestartConfigError> {
-    let value = value.trim();
-    if let Ok(ms) = value.parse::<u64>() {
-        return Ok(Duration::from_millis(ms));
-    }
-    humantime::parse_duration(value).map_err(|e| {
-        error(
-            key,
-            format!("expected a duration such as '1 s', '500 ms' or '1 min', got '{value}' ({e})"),
-        )
-    })
-}
-
-fn number<T: std::str::FromStr>(
-    key: &str,
-    value: &str,
-    what: &str,
-) -> Result<T, RestartConfigError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| error(key, format!("expected {what}, got '{}'", value.trim())))
-}
-
 impl RestartStrategy {
-    /// Reads the `restart-strategy.*` keys of a job configuration (other keys are ignored).
-    /// Without `restart-strategy.type` the strategy is `exponential-delay`.
-    pub fn from_config(config: &BTreeMap<String, String>) -> Result<Self, RestartConfigError> {
-        for key in config.keys().filter(|k| k.starts_with(PREFIX)) {
-            if !KEYS.iter().any(|(known, _)| known == key) {
-                let valid: Vec<_> = KEYS.iter().map(|(k, _)| *k).collect();
-                return Err(error(
-                    key,
-                    format!(
-                        "unknown restart-strategy key; valid keys: {}",
-                        valid.join(", ")
-                    ),
-                ));
-            }
-        }
-        let get = |suffix: &str| {
-            let key = format!("{PREFIX}{suffix}");
-            config.get(&key).map(|v| (key, v.as_str()))
-        };
-        let kind = get("type").map(|(_, v)| v.trim().to_ascii_lowercase());
-        match kind.as_deref() {
-            Some("none" | "off" | "disable") => Ok(RestartStrategy::None),
-            Some("fixed-delay" | "fixeddelay") => {
-                let mut s = FixedDelay::default();
-                if let Some((key, v)) = get("fixed-delay.attempts") {
-                    s.attempts = number(&key, v, "a number of restarts (0 or more)")?;
-                }
-                if let Some((key, v)) = get("fixed-delay.delay") {
-                    s.delay = duration(&key, v)?;
-                }
-                Ok(RestartStrategy::FixedDelay(s))
-            }
-            None | Some("exponential-delay" | "exponentialdelay") => {
-                let mut s = ExponentialDelay::default();
-                let p = "exponential-delay.";
-                if let Some((key, v)) = get(&format!("{p}initial-backoff")) {
-                    s.initial_backoff = duration(&key, v)?;
-                    if s.initial_backoff.is_zero() {
-                        return Err(error(&key, "must be positive"));
-                    }
-                }
-                if let Some((key, v)) = get(&format!("{p}max-backoff")) {
-                    s.max_backoff = duration(&key, v)?;
+    /// Builds the strategy from the checked `restart-strategy.*` values. Without
+    /// `restart-strategy.type` the strategy is `exponential-delay`; each value's type and range
+    /// were checked by the key table, what remains are the checks across keys.
+    pub(crate) fn from_values(v: &Values) -> Result<Self, ConfigError> {
+        const TYPE: &str = "restart-strategy.type";
+        const P: &str = "restart-strategy.exponential-delay.";
+        let kind = v.text(TYPE).unwrap_or("exponential-delay");
+        match kind {
+            "none" | "off" | "disable" => Ok(RestartStrategy::None),
+            "fixed-delay" | "fixeddelay" => Ok(RestartStrategy::FixedDelay(FixedDelay {
+                attempts: v.int("restart-strategy.fixed-delay.attempts") as u32,
+                delay: v.duration("restart-strategy.fixed-delay.delay"),
+            })),
+            "exponential-delay" | "exponentialdelay" => {
+                let s = ExponentialDelay {
+                    initial_backoff: v.duration(&format!("{P}initial-backoff")),
+                    max_backoff: v.duration(&format!("{P}max-backoff")),
+                    multiplier: v.float(&format!("{P}backoff-multiplier")),
+                    reset_backoff_threshold: v.duration(&format!("{P}reset-backoff-threshold")),
+                    jitter_factor: v.float(&format!("{P}jitter-factor")),
+                    attempts_before_reset: v
+                        .opt_int(&format!("{P}attempts-before-reset-backoff"))
+                        .map(|n| n as u32),
+                };
+                if s.initial_backoff.is_zero() {
+                    return Err(v.invalid(&format!("{P}initial-backoff"), "a positive duration"));
                 }
                 if s.max_backoff < s.initial_backoff {
-                    return Err(error(
-                        &format!("{PREFIX}{p}max-backoff"),
+                    return Err(v.invalid(
+                        &format!("{P}max-backoff"),
                         format!(
-                            "must be at least the initial backoff ({})",
+                            "a duration of at least the initial backoff ({})",
                             humantime::format_duration(s.initial_backoff)
                         ),
                     ));
                 }
-                if let Some((key, v)) = get(&format!("{p}backoff-multiplier")) {
-                    s.multiplier = number(&key, v, "a number of at least 1, such as 1.5")?;
-                    if !(s.multiplier.is_finite() && s.multiplier >= 1.0) {
-                        return Err(error(&key, format!("must be at least 1, got {v}")));
-                    }
-                }
-                if let Some((key, v)) = get(&format!("{p}reset-backoff-threshold")) {
-                    s.reset_backoff_threshold = duration(&key, v)?;
-                }
-                if let Some((key, v)) = get(&format!("{p}jitter-factor")) {
-                    s.jitter_factor = number(&key, v, "a number between 0 and 1")?;
-                    if !(0.0..=1.0).contains(&s.jitter_factor) {
-                        return Err(error(&key, format!("must be between 0 and 1, got {v}")));
-                    }
-                }
-                if let Some((key, v)) = get(&format!("{p}attempts-before-reset-backoff")) {
-                    let attempts: u32 = number(&key, v, "a positive number of restarts")?;
-                    if attempts == 0 {
-                        return Err(error(&key, "must be at least 1"));
-                    }
-                    s.attempts_before_reset = Some(attempts);
-                }
                 Ok(RestartStrategy::ExponentialDelay(s))
             }
-            Some("failure-rate" | "failurerate") => Err(error(
-                "restart-strategy.type",
-                "failure-rate is not supported yet; use fixed-delay or exponential-delay",
-            )),
-            Some(other) => Err(error(
-                "restart-strategy.type",
-                format!(
-                    "unknown strategy '{other}'; expected none, fixed-delay or exponential-delay"
-                ),
+            _ => Err(v.invalid(
+                TYPE,
+                "none, fixed-delay or exponential-delay (failure-rate is not supported yet)",
             )),
         }
     }
@@ -365,11 +237,10 @@ impl RestartTracker {
 mod tests {
     use super::*;
 
-    fn config(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+    /// The strategy that `-Dkey=value` items for `pairs` configure.
+    fn from_config(pairs: &[(&str, &str)]) -> Result<RestartStrategy, crate::config::ConfigError> {
+        let items: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        crate::config::Configuration::from_dynamic(&items).map(|c| c.restart)
     }
 
     #[test]
@@ -438,11 +309,7 @@ mod tests {
             ),
         ];
         for (pairs, expected) in cases {
-            assert_eq!(
-                RestartStrategy::from_config(&config(pairs)).unwrap(),
-                expected,
-                "{pairs:?}"
-            );
+            assert_eq!(from_config(pairs).unwrap(), expected, "{pairs:?}");
         }
     }
 
@@ -451,36 +318,32 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (
                 &[("restart-strategy.type", "sometimes")],
-                "unknown strategy 'sometimes'",
+                "restart-strategy.type from -D must be one of exponential-delay, fixed-delay, none",
             ),
             (
                 &[("restart-strategy.type", "failure-rate")],
                 "not supported",
             ),
             (
-                &[("restart-strategy.fixed-delay.atempts", "2")],
-                "valid keys: restart-strategy.type",
-            ),
-            (
                 &[
                     ("restart-strategy.type", "fixed-delay"),
                     ("restart-strategy.fixed-delay.delay", "soon"),
                 ],
-                "restart-strategy.fixed-delay.delay: expected a duration",
+                "restart-strategy.fixed-delay.delay from -D must be a duration",
             ),
             (
                 &[
                     ("restart-strategy.type", "fixed-delay"),
                     ("restart-strategy.fixed-delay.attempts", "-1"),
                 ],
-                "restart-strategy.fixed-delay.attempts: expected a number",
+                "restart-strategy.fixed-delay.attempts from -D must be an integer from 0",
             ),
             (
                 &[(
                     "restart-strategy.exponential-delay.backoff-multiplier",
                     "0.5",
                 )],
-                "must be at least 1",
+                "must be a number of at least 1",
             ),
             (
                 &[("restart-strategy.exponential-delay.jitter-factor", "2")],
@@ -488,20 +351,18 @@ mod tests {
             ),
             (
                 &[("restart-strategy.exponential-delay.max-backoff", "100ms")],
-                "max-backoff: must be at least the initial backoff",
+                "max-backoff from -D must be a duration of at least the initial backoff (1s)",
             ),
             (
                 &[(
                     "restart-strategy.exponential-delay.attempts-before-reset-backoff",
                     "0",
                 )],
-                "must be at least 1",
+                "must be an integer from 1 to",
             ),
         ];
         for (pairs, expected) in cases {
-            let e = RestartStrategy::from_config(&config(pairs))
-                .unwrap_err()
-                .to_string();
+            let e = from_config(pairs).unwrap_err().to_string();
             assert!(e.contains(expected), "{pairs:?}: '{e}' lacks '{expected}'");
         }
     }

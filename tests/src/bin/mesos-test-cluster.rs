@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
+use mesoflow_dataplane::duration::parse_duration;
 use mesoflow_tests::cluster::{AgentSpec, Cluster, ClusterConfig};
 
 /// A Mesos test master and agents speaking the v1 scheduler and executor APIs.
@@ -24,10 +25,10 @@ struct Args {
     #[arg(long)]
     work_dir: Option<std::path::PathBuf>,
     /// Heartbeat interval announced to frameworks (a real master uses 15secs).
-    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
     heartbeat_interval: Duration,
     /// Rescind offers held longer than this (`--offer_timeout`); off by default.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(long, value_parser = parse_duration)]
     offer_timeout: Option<Duration>,
     /// Framework credentials as `principal:secret` (repeatable); enables HTTP authentication.
     #[arg(long = "credential")]
