@@ -335,9 +335,22 @@ async fn submit(State(b): Backend, body: Result<Bytes, BytesRejection>) -> Respo
         Ok(body) => body,
         Err(e) => return error(e.status(), e.body_text()),
     };
-    let request: JobRequest = match serde_json::from_slice(&body) {
+    let mut reader = serde_json::Deserializer::from_slice(&body);
+    let request: JobRequest = match serde_path_to_error::deserialize(&mut reader) {
         Ok(r) => r,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid job request: {e}")),
+        Err(e) if e.path().iter().next().is_some() => {
+            let path = e.path().to_string();
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid job request: {path}: {}", e.into_inner()),
+            );
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid job request: {}", e.into_inner()),
+            );
+        }
     };
     let job = request.job.clone();
     match b.submit(request) {
