@@ -18,3 +18,4 @@ pub mod json;
 pub mod master;
 pub mod resources;
 pub mod wire;
+pub mod workspace;

@@ -26,20 +26,9 @@ use v1::TaskState;
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// The `mesoflow-executor` binary next to this test's target directory.
+/// The `mesoflow-executor` binary of this build.
 fn executor_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let binary = profile_dir.join("mesoflow-executor");
-    assert!(
-        binary.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before the end-to-end tests",
-        binary.display()
-    );
-    binary
+    mesoflow_tests::workspace::binary("mesoflow-executor")
 }
 
 /// Serves the executor binary as a plain file and inside a tar.gz.

@@ -6,49 +6,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mesoflow_dataplane::checksum::checksum_line;
-use mesoflow_dataplane::jobs::{self, Params};
-use mesoflow_dataplane::{EnvConfig, RuntimeConfig, SinkSpec, run_local};
-
-/// A binary of the workspace, next to this test's target directory.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let binary = profile_dir.join(name);
-    assert!(
-        binary.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before the end-to-end tests",
-        binary.display()
-    );
-    binary
-}
-
-/// The checksum line of the single-process run.
-fn reference(job: &str, params: &[(&str, &str)], parallelism: u32) -> String {
-    let mut p = Params::default();
-    for (k, v) in params {
-        p.set(k, v);
-    }
-    let config = EnvConfig {
-        parallelism,
-        sink: SinkSpec::Checksum,
-        ..Default::default()
-    };
-    let r = run_local(
-        jobs::build(job, &p, config).unwrap(),
-        RuntimeConfig::default(),
-    )
-    .unwrap();
-    checksum_line(r.records_out, r.checksum)
-}
+use mesoflow_dataplane::jobs;
+use mesoflow_tests::workspace::{binary, reference};
 
 /// `mesoflow run <job> ...` (with `--sink checksum` unless `extra` names a sink), its output
 /// piped.

@@ -10,47 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mesoflow_dataplane::checksum::checksum_line;
-use mesoflow_dataplane::jobs::{self, Params};
-use mesoflow_dataplane::{EnvConfig, RuntimeConfig, SinkSpec, run_local};
 use mesoflow_proto::mesos::v1::TaskState;
 use mesoflow_tests::cluster::{AgentSpec, Cluster, ClusterConfig};
 use mesoflow_tests::master::{AgentRemoval, FrameworkView};
-
-/// A binary of the workspace, next to this test's target directory.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let binary = profile_dir.join(name);
-    assert!(
-        binary.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before the end-to-end tests",
-        binary.display()
-    );
-    binary
-}
-
-/// The checksum line of the single-process run.
-fn reference(job: &str, params: &[(&str, &str)], parallelism: u32) -> String {
-    let mut p = Params::default();
-    for (k, v) in params {
-        p.set(k, v);
-    }
-    let config = EnvConfig {
-        parallelism,
-        sink: SinkSpec::Checksum,
-        ..Default::default()
-    };
-    let r = run_local(
-        jobs::build(job, &p, config).unwrap(),
-        RuntimeConfig::default(),
-    )
-    .unwrap();
-    checksum_line(r.records_out, r.checksum)
-}
+use mesoflow_tests::workspace::{binary, reference};
 
 /// A running `mesoflow-scheduler`, its stderr collected; killed when dropped.
 struct Scheduler {

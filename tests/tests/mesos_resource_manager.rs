@@ -23,20 +23,9 @@ use mesoflow_tests::cluster::{AgentSpec, Cluster, ClusterConfig};
 use prost::Message as _;
 use tokio::sync::mpsc;
 
-/// The `mesoflow-executor` binary next to this test's target directory.
+/// The `mesoflow-executor` binary of this build.
 fn executor_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let binary = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps")
-        .join("mesoflow-executor");
-    assert!(
-        binary.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before this test",
-        binary.display()
-    );
-    binary
+    mesoflow_tests::workspace::binary("mesoflow-executor")
 }
 
 /// Serves the executor binary over HTTP; returns its URL.
