@@ -189,6 +189,7 @@ async fn framework(cluster: &Cluster, timeout: Duration) -> String {
 /// Waits until `check` holds for the framework's view; returns that view.
 async fn view_until(
     cluster: &Cluster,
+    scheduler: &Scheduler,
     framework: &str,
     timeout: Duration,
     what: &str,
@@ -203,8 +204,9 @@ async fn view_until(
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: not within {timeout:?}; last view: {:?}",
-            cluster.framework_view(framework)
+            "{what}: not within {timeout:?}; last view: {:?}\nscheduler log:\n{}",
+            cluster.framework_view(framework),
+            scheduler.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -250,6 +252,7 @@ async fn a_job_runs_on_executors_launched_from_offers_and_sigterm_cleans_up() {
     // Two TaskManagers at once, each with exactly the configured resources and one port.
     let view = view_until(
         &cluster,
+        &scheduler,
         &fw,
         Duration::from_secs(60),
         "2 TaskManagers running",
@@ -363,6 +366,7 @@ async fn survives(disrupt: impl FnOnce(&Cluster, &str, &str)) {
     let fw = framework(&cluster, Duration::from_secs(30)).await;
     view_until(
         &cluster,
+        &scheduler,
         &fw,
         Duration::from_secs(60),
         "2 TaskManagers running",
@@ -415,6 +419,7 @@ async fn survives(disrupt: impl FnOnce(&Cluster, &str, &str)) {
     // two TaskManagers run, one of them new.
     let view = view_until(
         &cluster,
+        &scheduler,
         &fw,
         Duration::from_secs(30),
         "a replacement",
@@ -471,6 +476,7 @@ async fn offers_that_do_not_fit_are_declined_and_demand_drives_suppress_and_revi
     // the configured refuse_seconds; with nothing more to launch, offers are suppressed.
     let view = view_until(
         &cluster,
+        &scheduler,
         &fw,
         Duration::from_secs(60),
         "launched and suppressed",
@@ -502,6 +508,7 @@ async fn offers_that_do_not_fit_are_declined_and_demand_drives_suppress_and_revi
     let job_id = stdout.trim().rsplit(' ').next().unwrap().to_owned();
     let view = view_until(
         &cluster,
+        &scheduler,
         &fw,
         Duration::from_secs(60),
         "a second TaskManager",
@@ -524,6 +531,7 @@ async fn offers_that_do_not_fit_are_declined_and_demand_drives_suppress_and_revi
     // Demand is gone again: suppressed.
     view_until(
         &cluster,
+        &scheduler,
         &fw,
         Duration::from_secs(30),
         "suppressed again",
@@ -548,6 +556,7 @@ async fn a_framework_with_credentials_registers_and_a_wrong_secret_is_refused_wi
     let fw = framework(&cluster, Duration::from_secs(30)).await;
     view_until(
         &cluster,
+        &scheduler,
         &fw,
         Duration::from_secs(60),
         "a TaskManager running",
