@@ -6,10 +6,11 @@
 pub mod local_cluster;
 pub mod remote;
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -21,9 +22,12 @@ use mesoflow_dataplane::runtime::JobResult;
 use crate::config::{Configuration, LoadOptions};
 use crate::job_manager::placement::slots_needed;
 use crate::job_manager::request::{self, ExecutionDefaults, JobRequest, SinkRequest};
-use crate::job_manager::shell::{self, Notice, RunEnd, RunStatus, ShellIo};
-use crate::job_manager::{JobManagerConfig, JobMaster, JobSubmission};
-use crate::resource_manager::{LocalProcessDriver, find_executor_binary};
+use crate::job_manager::session::{self, SessionHandle, SessionIo, SessionNotice};
+use crate::job_manager::{
+    Dispatcher, DispatcherConfig, JobEvent, JobManagerConfig, JobOutcome, JobStatus, JobSubmission,
+    JobView,
+};
+use crate::resource_manager::{LocalProcessDriver, WorkerSpec, find_executor_binary};
 use local_cluster::LocalCluster;
 
 /// mesoflow: a stateful stream processor for Apache Mesos.
@@ -275,7 +279,6 @@ fn run(args: RunArgs, overrides: &[String], config_file: Option<PathBuf>) -> Res
     if args.slots == Some(0) {
         bail!("--slots must be at least 1");
     }
-    let restart = local.restart;
     let sink = sink_spec(args.sink, args.output.clone())?;
     let is_checksum = matches!(sink, SinkSpec::Checksum);
     let request = job_request(&args.job, &args.params, args.parallelism, sink)?;
@@ -288,8 +291,7 @@ fn run(args: RunArgs, overrides: &[String], config_file: Option<PathBuf>) -> Res
             runtime: local.execution.runtime.clone(),
         },
     )?;
-    let chains = prepared.chains;
-    let needed = slots_needed(&chains);
+    let needed = slots_needed(&prepared.chains);
     let slots = args
         .slots
         .unwrap_or_else(|| needed.div_ceil(args.executors).max(1));
@@ -302,7 +304,6 @@ fn run(args: RunArgs, overrides: &[String], config_file: Option<PathBuf>) -> Res
         );
     }
     tracing::info!(job = %args.job, graph = %prepared.graph_json, "starting");
-    let definition = prepared.definition;
     let executor_binary = find_executor_binary()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -310,68 +311,18 @@ fn run(args: RunArgs, overrides: &[String], config_file: Option<PathBuf>) -> Res
         .build()
         .context("cannot start the tokio runtime")?;
     let started = std::time::Instant::now();
-    let end = runtime.block_on(async {
-        let cluster = LocalCluster::start(local.cluster.heartbeat_interval)?;
-        tracing::info!(control = %cluster.server.local_addr(), "JobManager listening");
-        let (events_tx, worker_events) = tokio::sync::mpsc::unbounded_channel();
-        let mut tm_config = std::collections::BTreeMap::new();
-        // A local TaskManager whose JobManager does not answer soon is of no use.
-        tm_config.insert("taskmanager.registration.timeout".into(), "30s".into());
-        let driver =
-            LocalProcessDriver::new(cluster.driver_config(executor_binary, tm_config), events_tx)?;
-        let mut master = JobMaster::new(JobManagerConfig {
-            slots_per_worker: slots,
-            workers: args.executors,
-            spread: local.cluster.evenly_spread_out_slots,
-            heartbeat_interval: local.cluster.heartbeat_interval,
-            heartbeat_timeout: local.cluster.heartbeat_timeout,
-            registration_timeout: local.cluster.registration_timeout,
-            cancel_timeout: local.cluster.cancellation_timeout,
-            restart,
-            seed: rand::random(),
-            ..JobManagerConfig::default()
-        });
-        master.submit(
-            JobSubmission {
-                job_id: rand::random(),
-                definition,
-                chains,
-            },
-            std::time::Instant::now(),
-        )?;
-        let cancel = tokio_util::sync::CancellationToken::new();
-        let on_ctrl_c = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                INTERRUPTED.store(true, std::sync::atomic::Ordering::Release);
-                eprintln!("\nstopping (Ctrl-C)...");
-                on_ctrl_c.cancel();
-            }
-        });
-        let (status_tx, status) = tokio::sync::watch::channel(RunStatus::default());
-        let (notices_tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
-        let progress = Progress::start(status, args.executors);
-        let printer = tokio::spawn(async move {
-            while let Some(n) = notices.recv().await {
-                progress.println(&notice_line(&n));
-            }
-            progress.finish();
-        });
-        let end = shell::run(
-            master,
-            ShellIo {
-                server: cluster.server,
-                driver,
-                worker_events,
-                cancel,
-                status: status_tx,
-                notices: notices_tx,
-            },
-        )
-        .await;
-        let _ = printer.await;
-        anyhow::Ok(end)
-    })?;
+    let job = LocalJob {
+        submission: JobSubmission {
+            job_id: rand::random(),
+            definition: prepared.definition,
+            chains: prepared.chains,
+        },
+        name: prepared.display_name,
+        vertex_names: prepared.vertex_names,
+        executors: args.executors,
+        slots,
+    };
+    let end = runtime.block_on(run_local(job, &local, executor_binary))?;
     let elapsed = started.elapsed();
     let outcome = match end {
         RunEnd::Finished(outcome) => outcome,
@@ -450,23 +401,227 @@ pub fn job_request(
     })
 }
 
-/// One line of stderr for a notice.
-fn notice_line(n: &Notice) -> String {
-    match n {
-        Notice::TaskManagerStarted { id, pid } => match pid {
-            Some(pid) => format!("started TaskManager {id} (pid {pid})"),
-            None => format!("started TaskManager {id}"),
+/// A job for the embedded cluster, and the pool the flags ask for.
+struct LocalJob {
+    submission: JobSubmission,
+    name: String,
+    vertex_names: Vec<String>,
+    /// TaskManagers to run it on (`--executors`).
+    executors: u32,
+    /// Slots of each (`--slots`, or enough for the job).
+    slots: u32,
+}
+
+/// How a local run's job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RunEnd {
+    /// Every subtask finished.
+    Finished(JobOutcome),
+    /// The restart strategy gave up, or the cluster could not go on.
+    Failed(String),
+    /// Cancelled (Ctrl-C).
+    Cancelled,
+}
+
+/// How long released TaskManagers get to exit on their own (logging their last lines) before
+/// the ones left are killed.
+const RELEASE_WAIT: Duration = Duration::from_secs(10);
+
+/// Runs one job on an embedded session cluster whose TaskManagers are local processes: starts
+/// the cluster, submits, follows the job to its end (notices and the progress line on stderr;
+/// Ctrl-C cancels it), then stops the cluster and waits for every TaskManager to exit.
+async fn run_local(
+    job: LocalJob,
+    config: &Configuration,
+    executor_binary: PathBuf,
+) -> Result<RunEnd> {
+    let cluster = LocalCluster::start(config.cluster.heartbeat_interval)?;
+    tracing::info!(control = %cluster.server.local_addr(), "JobManager listening");
+    let (events_tx, worker_events) = tokio::sync::mpsc::unbounded_channel();
+    let mut tm_config = BTreeMap::new();
+    // A local TaskManager whose JobManager does not answer soon is of no use.
+    tm_config.insert("taskmanager.registration.timeout".into(), "30s".into());
+    let driver =
+        LocalProcessDriver::new(cluster.driver_config(executor_binary, tm_config), events_tx)?;
+    let defaults = JobManagerConfig::default();
+    let dispatcher = Dispatcher::new(
+        DispatcherConfig {
+            worker: WorkerSpec {
+                slots: job.slots,
+                cpus: defaults.worker_cpus,
+                memory_mb: defaults.worker_memory_mb,
+            },
+            // TaskManagers start only for the job, as many as it asks for.
+            min_workers: 0,
+            idle_timeout: config.cluster.taskmanager_timeout,
+            worker_prefix: format!("tm-{:08x}", rand::random::<u32>()),
+            retained_jobs: 1,
+            job: JobManagerConfig {
+                spread: config.cluster.evenly_spread_out_slots,
+                heartbeat_interval: config.cluster.heartbeat_interval,
+                heartbeat_timeout: config.cluster.heartbeat_timeout,
+                registration_timeout: config.cluster.registration_timeout,
+                cancel_timeout: config.cluster.cancellation_timeout,
+                restart: config.restart,
+                ..defaults
+            },
         },
-        Notice::TaskManagerLost { id, reason } => format!("TaskManager {id} exited: {reason}"),
-        Notice::Restarting {
-            attempt,
-            delay,
-            cause,
-        } => format!(
+        Instant::now(),
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (session, mut task) = session::start(
+        dispatcher,
+        SessionIo {
+            server: cluster.server,
+            driver,
+            worker_events,
+            shutdown: shutdown.clone(),
+            shutdown_grace: RELEASE_WAIT,
+        },
+    );
+    let (end, stopped) = tokio::select! {
+        end = follow(&session, job) => {
+            shutdown.cancel();
+            (end, task.await)
+        }
+        // The cluster stops by itself only when its control endpoint is gone.
+        stopped = &mut task => (
+            Ok(RunEnd::Failed("the JobManager's control endpoint stopped".into())),
+            stopped,
+        ),
+    };
+    let driver = stopped.context("the local cluster's task failed")?;
+    wait_for_exits(&driver).await;
+    // Kills whatever is left.
+    drop(driver);
+    end
+}
+
+/// Submits the job and follows it to a terminal status, printing what happens on the way.
+async fn follow(session: &SessionHandle, job: LocalJob) -> Result<RunEnd> {
+    let job_id = job.submission.job_id;
+    // Before the submission, so that no notice of the job is missed.
+    let mut notices = session.notices();
+    session.submit(
+        job.submission,
+        Some(job.name),
+        job.vertex_names,
+        Some(job.executors),
+    )?;
+    let on_ctrl_c = session.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            INTERRUPTED.store(true, std::sync::atomic::Ordering::Release);
+            eprintln!("\nstopping (Ctrl-C)...");
+            // Refused only when the job has just ended, which is as good.
+            let _ = on_ctrl_c.cancel(job_id);
+        }
+    });
+    let status_of = session.clone();
+    let progress = Progress::start(move || run_status(&status_of, job_id), job.executors);
+    loop {
+        match notices.recv().await {
+            Ok(notice) => {
+                if let Some(line) = notice_line(&notice, job_id) {
+                    progress.println(&line);
+                }
+                if !matches!(
+                    notice,
+                    SessionNotice::Job { job_id: id, event: JobEvent::Status(status) }
+                        if id == job_id && status.is_terminal()
+                ) {
+                    continue;
+                }
+            }
+            // Missed notices: the job's view tells whether it ended meanwhile.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                bail!("the local cluster stopped while the job ran")
+            }
+        }
+        if let Some(end) = session.job(job_id).and_then(|view| run_end(&view)) {
+            return Ok(end);
+        }
+    }
+}
+
+/// How a job ended, once it has.
+fn run_end(view: &JobView) -> Option<RunEnd> {
+    let failure = || {
+        view.failure
+            .clone()
+            .unwrap_or_else(|| "the job ended without a result".into())
+    };
+    Some(match (view.status, view.outcome) {
+        (JobStatus::Finished, Some(outcome)) => RunEnd::Finished(outcome),
+        (JobStatus::Cancelled, _) => RunEnd::Cancelled,
+        (JobStatus::Finished | JobStatus::Failed, _) => RunEnd::Failed(failure()),
+        _ => return None,
+    })
+}
+
+/// Waits (bounded) until every released TaskManager process has exited.
+async fn wait_for_exits(driver: &LocalProcessDriver) {
+    let deadline = tokio::time::Instant::now() + RELEASE_WAIT;
+    while !driver.pids().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What the progress line shows of a running job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RunStatus {
+    /// TaskManagers registered now.
+    task_managers: usize,
+    /// Their slots.
+    slots: u32,
+    /// The current attempt.
+    attempt: u32,
+    /// Records its subtasks read in the current attempt.
+    records_in: u64,
+    /// Records its subtasks wrote in the current attempt.
+    records_out: u64,
+}
+
+fn run_status(session: &SessionHandle, job_id: u128) -> RunStatus {
+    let (task_managers, slots) = session.registered();
+    let mut status = RunStatus {
+        task_managers,
+        slots,
+        ..RunStatus::default()
+    };
+    if let Some(view) = session.job(job_id) {
+        status.attempt = view.attempt;
+        for v in &view.vertices {
+            status.records_in += v.records_in;
+            status.records_out += v.records_out;
+        }
+    }
+    status
+}
+
+/// One line of stderr for a notice of the cluster, if the user should hear about it.
+fn notice_line(notice: &SessionNotice, job_id: u128) -> Option<String> {
+    Some(match notice {
+        SessionNotice::WorkerStarted { id, pid: Some(pid) } => {
+            format!("started TaskManager {id} (pid {pid})")
+        }
+        SessionNotice::WorkerStarted { id, pid: None } => format!("started TaskManager {id}"),
+        SessionNotice::WorkerExited { id, reason } => format!("TaskManager {id} exited: {reason}"),
+        SessionNotice::Job {
+            job_id: id,
+            event:
+                JobEvent::Restarting {
+                    attempt,
+                    delay,
+                    cause,
+                },
+        } if *id == job_id => format!(
             "restarting the job (attempt {attempt}) in {:.1} s after: {cause}",
             delay.as_secs_f64()
         ),
-    }
+        SessionNotice::Job { .. } => return None,
+    })
 }
 
 /// The summary line printed when a job ends.
@@ -492,7 +647,7 @@ struct Progress {
 }
 
 impl Progress {
-    fn start(status: tokio::sync::watch::Receiver<RunStatus>, executors: u32) -> Self {
+    fn start(status: impl Fn() -> RunStatus + Send + 'static, executors: u32) -> Self {
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         if !std::io::stderr().is_terminal() {
             return Self { bar: None, stop };
@@ -517,7 +672,7 @@ impl Progress {
                     if shown.is_hidden() {
                         shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
                     }
-                    let s = status.borrow().clone();
+                    let s = status();
                     let now_t = std::time::Instant::now();
                     let rate = s.records_in.saturating_sub(last_in) as f64
                         / (now_t - last_t).as_secs_f64().max(1e-6);
@@ -548,8 +703,10 @@ impl Progress {
             _ => eprintln!("{line}"),
         }
     }
+}
 
-    fn finish(self) {
+impl Drop for Progress {
+    fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Release);
     }
 }
@@ -628,6 +785,81 @@ mod tests {
         ));
         assert!(sink_spec(Some(SinkKind::File), None).is_err());
         assert!(sink_spec(Some(SinkKind::Checksum), Some("o".into())).is_err());
+    }
+
+    #[test]
+    fn notices_of_the_followed_job_and_its_task_managers_become_lines() {
+        use crate::resource_manager::WorkerId;
+        let started = SessionNotice::WorkerStarted {
+            id: WorkerId("tm-1".into()),
+            pid: Some(42),
+        };
+        assert_eq!(
+            notice_line(&started, 7).as_deref(),
+            Some("started TaskManager tm-1 (pid 42)")
+        );
+        let exited = SessionNotice::WorkerExited {
+            id: WorkerId("tm-1".into()),
+            reason: "killed by signal 9".into(),
+        };
+        assert_eq!(
+            notice_line(&exited, 7).as_deref(),
+            Some("TaskManager tm-1 exited: killed by signal 9")
+        );
+        let restarting = |job_id| SessionNotice::Job {
+            job_id,
+            event: JobEvent::Restarting {
+                attempt: 1,
+                delay: Duration::from_millis(200),
+                cause: "lost tm-1".into(),
+            },
+        };
+        assert_eq!(
+            notice_line(&restarting(7), 7).as_deref(),
+            Some("restarting the job (attempt 1) in 0.2 s after: lost tm-1")
+        );
+        assert_eq!(notice_line(&restarting(8), 7), None);
+        let status = SessionNotice::Job {
+            job_id: 7,
+            event: JobEvent::Status(JobStatus::Running),
+        };
+        assert_eq!(notice_line(&status, 7), None);
+    }
+
+    #[test]
+    fn a_terminal_view_says_how_the_run_ended() {
+        let view = |status, outcome, failure: Option<&str>| JobView {
+            id: 7,
+            name: "j".into(),
+            max_parallelism: 128,
+            status,
+            submitted: Instant::now(),
+            ended: None,
+            attempt: 0,
+            restarts: 0,
+            failure: failure.map(str::to_owned),
+            outcome,
+            vertices: Vec::new(),
+            workers: Vec::new(),
+        };
+        let outcome = JobOutcome {
+            records_out: 3,
+            ..JobOutcome::default()
+        };
+        assert_eq!(run_end(&view(JobStatus::Running, None, None)), None);
+        assert_eq!(run_end(&view(JobStatus::Restarting, None, None)), None);
+        assert_eq!(
+            run_end(&view(JobStatus::Finished, Some(outcome), None)),
+            Some(RunEnd::Finished(outcome))
+        );
+        assert_eq!(
+            run_end(&view(JobStatus::Failed, None, Some("boom"))),
+            Some(RunEnd::Failed("boom".into()))
+        );
+        assert_eq!(
+            run_end(&view(JobStatus::Cancelled, None, None)),
+            Some(RunEnd::Cancelled)
+        );
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //! - [`restart`]: Flink's restart strategies (`none`, `fixed-delay`, `exponential-delay`).
 //! - [`request`]: a request to run a built-in job, built and planned into a submission.
 //!
-//! The shell ([`shell`]: control connections, the ResourceManager driver, a timer) feeds the
-//! machine and carries out its [`Action`]s; it never decides anything itself.
+//! The one async shell is [`session`]'s (control connections, the ResourceManager driver, a
+//! timer): it feeds the [`Dispatcher`] and carries out its [`DispatcherAction`]s, deciding
+//! nothing itself. A local `mesoflow run` is a session cluster hosting a single job.
 
 pub mod dispatcher;
 pub mod master;
@@ -18,7 +19,6 @@ pub mod placement;
 pub mod request;
 pub mod restart;
 pub mod session;
-pub mod shell;
 
 #[cfg(test)]
 mod tests;

@@ -19,13 +19,30 @@ use super::dispatcher::{
 use super::master::JobSubmission;
 use crate::resource_manager::{ResourceManagerDriver, WorkerEvent, WorkerId};
 
-/// A job's milestone, for whoever follows the cluster (the log, a local CLI run).
+/// Something that happened in the cluster, for whoever follows it (the log, a local CLI run).
 #[derive(Debug, Clone, PartialEq)]
-pub struct SessionNotice {
-    /// The job.
-    pub job_id: u128,
-    /// What happened.
-    pub event: JobEvent,
+pub enum SessionNotice {
+    /// A job's milestone.
+    Job {
+        /// The job.
+        job_id: u128,
+        /// What happened.
+        event: JobEvent,
+    },
+    /// The driver started a TaskManager (it still has to register).
+    WorkerStarted {
+        /// Its id.
+        id: WorkerId,
+        /// Its process id, when the driver knows it.
+        pid: Option<u32>,
+    },
+    /// The driver saw a TaskManager's process or task end (released ones included).
+    WorkerExited {
+        /// Its id.
+        id: WorkerId,
+        /// How it ended, as the driver describes it.
+        reason: String,
+    },
 }
 
 /// The cluster's shared state: the dispatcher, and how to wake its loop.
@@ -104,7 +121,7 @@ impl SessionHandle {
         self.lock().registered()
     }
 
-    /// Job milestones from now on.
+    /// Job milestones and TaskManager starts and exits, from now on.
     pub fn notices(&self) -> broadcast::Receiver<SessionNotice> {
         self.shared.notices.subscribe()
     }
@@ -221,10 +238,12 @@ async fn run<D: ResourceManagerDriver>(handle: SessionHandle, mut io: SessionIo<
                     WorkerEvent::Started { id, pid } => {
                         tracing::info!(worker = %id, ?pid, "TaskManager started");
                         handle.lock().worker_started(&id);
+                        let _ = handle.shared.notices.send(SessionNotice::WorkerStarted { id, pid });
                     }
                     WorkerEvent::Exited { id, reason } => {
                         tracing::info!(worker = %id, %reason, "TaskManager exited");
                         handle.lock().worker_lost(&id, &reason, now);
+                        let _ = handle.shared.notices.send(SessionNotice::WorkerExited { id, reason });
                     }
                 }
             }
@@ -284,7 +303,10 @@ fn execute<D: ResourceManagerDriver>(
                     tracing::warn!(job = %format_args!("{job_id:032x}"), attempt, ?delay, %cause, "job restarting");
                 }
             }
-            let _ = handle.shared.notices.send(SessionNotice { job_id, event });
+            let _ = handle
+                .shared
+                .notices
+                .send(SessionNotice::Job { job_id, event });
         }
     }
 }
