@@ -88,6 +88,9 @@ pub struct ClusterConfig {
     pub executor_registration_timeout: Duration,
     /// `--executor_environment_variables`.
     pub executor_environment_variables: BTreeMap<String, String>,
+    /// Hard-link cached URIs into sandboxes instead of copying them as Mesos does (for runs
+    /// with hundreds of executors whose binary would otherwise be copied into every sandbox).
+    pub link_cached_artifacts: bool,
 }
 
 impl Default for ClusterConfig {
@@ -105,6 +108,7 @@ impl Default for ClusterConfig {
             executor_shutdown_grace_period: Duration::from_secs(5),
             executor_registration_timeout: Duration::from_secs(60),
             executor_environment_variables: BTreeMap::new(),
+            link_cached_artifacts: false,
         }
     }
 }
@@ -238,7 +242,8 @@ impl Cluster {
             path: work_dir.display().to_string(),
             source,
         })?;
-        let fetcher = Fetcher::new(work_dir.join("fetch-cache"), None);
+        let fetcher = Fetcher::new(work_dir.join("fetch-cache"), None)
+            .link_cached_files(config.link_cached_artifacts);
         let shared = Arc::new(Shared {
             core: Mutex::new(Core {
                 master: None,
