@@ -134,11 +134,30 @@ fn mesoflow(rest: &str, args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
-/// Every agent: room for several TaskManagers, a small port range.
+/// Ports each test agent offers.
+const PORTS_PER_AGENT: u16 = 20;
+
+/// A port range of its own for every agent: the test agents all live on 127.0.0.1, where real
+/// agents would be different hosts, so their `ports` resources must not overlap (nor those of
+/// tests running at the same time). Below the kernel's ephemeral range.
+fn next_ports() -> (u16, u16) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 40) as u16 * 300;
+    let lo = base + NEXT.fetch_add(PORTS_PER_AGENT, Ordering::Relaxed) % 300;
+    (lo, lo + PORTS_PER_AGENT - 1)
+}
+
+/// An agent with these cpus and attributes, its own ports, room for several TaskManagers.
+fn agent(cpus: f64, attributes: &str) -> AgentSpec {
+    let (lo, hi) = next_ports();
+    let mut spec = AgentSpec::new(&format!("cpus:{cpus};mem:2048;disk:1000;ports:[{lo}-{hi}]"));
+    spec.attributes = attributes.to_owned();
+    spec
+}
+
 fn agents(n: usize) -> Vec<AgentSpec> {
-    (0..n)
-        .map(|_| AgentSpec::new("cpus:2;mem:2048;disk:1000;ports:[31000-31019]"))
-        .collect()
+    (0..n).map(|_| agent(2.0, "")).collect()
 }
 
 async fn start_cluster(agents: Vec<AgentSpec>) -> Cluster {
@@ -263,7 +282,7 @@ async fn a_job_runs_on_executors_launched_from_offers_and_sigterm_cleans_up() {
         assert_eq!((t.cpus, t.mem, t.disk), (0.5, 256.0, 16.0), "{t:?}");
         assert_eq!(t.ports.len(), 1, "{t:?}");
         let (lo, hi) = t.ports[0];
-        assert!(lo == hi && (31000..=31019).contains(&lo), "{t:?}");
+        assert!(lo == hi && lo >= 20_000, "{t:?}");
     }
 
     // The agents fetched the executor from the artifact server into each sandbox, and started
@@ -458,12 +477,9 @@ async fn a_removed_agent_is_replaced_and_the_job_completes_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offers_that_do_not_fit_are_declined_and_demand_drives_suppress_and_revive() {
-    let mut small = AgentSpec::new("cpus:0.25;mem:2048;disk:1000;ports:[31000-31019]");
-    small.attributes = "rack:r1".into();
-    let mut elsewhere = AgentSpec::new("cpus:2;mem:2048;disk:1000;ports:[31000-31019]");
-    elsewhere.attributes = "rack:r2".into();
-    let mut right = AgentSpec::new("cpus:2;mem:2048;disk:1000;ports:[31000-31019]");
-    right.attributes = "rack:r1".into();
+    let small = agent(0.25, "rack:r1");
+    let elsewhere = agent(2.0, "rack:r2");
+    let right = agent(2.0, "rack:r1");
     let cluster = start_cluster(vec![small, elsewhere, right]).await;
     let agents = cluster.agent_ids();
     let mut settings = settings(&cluster, 1);

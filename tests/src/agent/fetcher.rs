@@ -268,7 +268,15 @@ impl Fetcher {
                 .send()
                 .await
                 .ok()
-                .and_then(|r| r.content_length())
+                // The header, not the (empty) body of a HEAD response.
+                .and_then(|r| {
+                    r.headers()
+                        .get(reqwest::header::CONTENT_LENGTH)?
+                        .to_str()
+                        .ok()?
+                        .parse::<u64>()
+                        .ok()
+                })
                 .is_some_and(|n| n > 0),
             Source::Hadoop(_) => false,
         };
