@@ -456,15 +456,7 @@ async fn run_local(
             idle_timeout: config.cluster.taskmanager_timeout,
             worker_prefix: format!("tm-{:08x}", rand::random::<u32>()),
             retained_jobs: 1,
-            job: JobManagerConfig {
-                spread: config.cluster.evenly_spread_out_slots,
-                heartbeat_interval: config.cluster.heartbeat_interval,
-                heartbeat_timeout: config.cluster.heartbeat_timeout,
-                registration_timeout: config.cluster.registration_timeout,
-                cancel_timeout: config.cluster.cancellation_timeout,
-                restart: config.restart,
-                ..defaults
-            },
+            job: JobManagerConfig::from_config(config),
         },
         Instant::now(),
     );

@@ -172,15 +172,7 @@ async fn core(config: &Configuration) -> Result<Core> {
             idle_timeout: config.cluster.taskmanager_timeout,
             worker_prefix: format!("tm-{:08x}", rand::random::<u32>()),
             retained_jobs: 1000,
-            job: JobManagerConfig {
-                spread: config.cluster.evenly_spread_out_slots,
-                heartbeat_interval: config.cluster.heartbeat_interval,
-                heartbeat_timeout: config.cluster.heartbeat_timeout,
-                registration_timeout: config.cluster.registration_timeout,
-                cancel_timeout: config.cluster.cancellation_timeout,
-                restart: config.restart,
-                ..JobManagerConfig::default()
-            },
+            job: JobManagerConfig::from_config(config),
         },
         Instant::now(),
     );

@@ -88,6 +88,22 @@ impl Default for JobManagerConfig {
     }
 }
 
+impl JobManagerConfig {
+    /// The configured heartbeats, timeouts, spreading and restart strategy; Flink's defaults
+    /// for the rest (the worker count and slots are set per job).
+    pub fn from_config(config: &crate::config::Configuration) -> Self {
+        Self {
+            spread: config.cluster.evenly_spread_out_slots,
+            heartbeat_interval: config.cluster.heartbeat_interval,
+            heartbeat_timeout: config.cluster.heartbeat_timeout,
+            registration_timeout: config.cluster.registration_timeout,
+            cancel_timeout: config.cluster.cancellation_timeout,
+            restart: config.restart,
+            ..Self::default()
+        }
+    }
+}
+
 /// A job to run: its definition (passed through to every deploy) and the shape of its plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobSubmission {
