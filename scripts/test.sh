@@ -15,4 +15,4 @@ eval "$(scripts/services.sh start)"
 
 cargo build --workspace --bins
 if [ $# -eq 0 ]; then set -- --workspace; fi
-cargo test "$@" -- --include-ignored
+cargo test "$@" --no-fail-fast -- --include-ignored

@@ -298,7 +298,15 @@ mod tests {
         runner.launch(task("tm", task_spec::Kind::TaskManager(spec.clone())));
         // Not registered (nobody answers), so STARTING and never RUNNING.
         assert_eq!(collect(&mut rx, 1).await, [TaskReport::Starting]);
-        assert!(task_manager::work_dir(sandbox.path(), &spec).is_dir());
+        // STARTING is reported as the task begins; its directory follows at once.
+        let dir = task_manager::work_dir(sandbox.path(), &spec);
+        for _ in 0..200 {
+            if dir.is_dir() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(dir.is_dir());
         runner.kill("tm");
         assert_eq!(
             collect(&mut rx, 1).await,
