@@ -284,15 +284,18 @@ impl Fetcher {
             return None;
         }
         tokio::fs::create_dir_all(&self.cache_dir).await.ok()?;
-        let n = self.cache.lock().ok()?.len();
         let safe: String = basename
             .chars()
             .map(|c| if c == '/' { '_' } else { c })
             .collect();
-        let path = self.cache_dir.join(format!("c{n}-{safe}"));
+        // A name of its own: agents sharing this cache may fetch the same URI at once, and two
+        // downloads must never write (or run) the same file.
+        let path = self
+            .cache_dir
+            .join(format!("c{}-{safe}", uuid::Uuid::new_v4().simple()));
         self.download(value, source, &path).await.ok()?;
-        self.cache.lock().ok()?.insert(key, path.clone());
-        Some(path)
+        let mut cache = self.cache.lock().ok()?;
+        Some(cache.entry(key).or_insert(path).clone())
     }
 
     async fn download(
