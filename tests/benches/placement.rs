@@ -26,9 +26,9 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use bytes::Bytes;
 use mesoflow_proto::internal::{Probe, TaskSpec, task_spec};
+use mesoflow_scheduler::artifact_server::ArtifactServer;
 use mesoflow_scheduler::resource_manager::{
     ResourceManagerDriver, WorkerEvent, WorkerId, WorkerSpec,
     mesos::{
@@ -105,21 +105,11 @@ fn executor_binary() -> PathBuf {
     binary
 }
 
-/// Serves the executor binary over HTTP; returns its URL.
-async fn artifact_server() -> String {
-    let binary = Bytes::from(std::fs::read(executor_binary()).expect("read the executor"));
-    let router = Router::new().route(
-        "/bin/mesoflow-executor",
-        axum::routing::get(move || async move { binary.clone() }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+/// The scheduler's own artifact server, serving this build's executor.
+async fn artifact_server() -> ArtifactServer {
+    ArtifactServer::start(&executor_binary(), ([127, 0, 0, 1], 0).into())
         .await
-        .expect("bind the artifact server");
-    let addr = listener.local_addr().expect("artifact server address");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    format!("http://{addr}/bin/mesoflow-executor")
+        .expect("the artifact server starts")
 }
 
 /// A probe that reports RUNNING and waits to be killed, in place of a TaskManager.
@@ -337,7 +327,8 @@ fn main() {
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
-        let uri = artifact_server().await;
+        let artifacts = artifact_server().await;
+        let uri = artifacts.executor_url("127.0.0.1");
         println!(
             "{} agents ({AGENT_RESOURCES}), {} workers (real executor, Probe task), \
              allocation interval 1 s, {} run(s){}",

@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::Router;
 use bytes::Bytes;
 use mesoflow_proto::internal::{Probe, TaskSpec, task_spec};
 use mesoflow_proto::mesos::v1::TaskState;
+use mesoflow_scheduler::artifact_server::ArtifactServer;
 use mesoflow_scheduler::resource_manager::{
     ResourceManagerDriver, WorkerEvent, WorkerId, WorkerSpec,
     mesos::{
@@ -28,19 +28,11 @@ fn executor_binary() -> PathBuf {
     mesoflow_tests::workspace::binary("mesoflow-executor")
 }
 
-/// Serves the executor binary over HTTP; returns its URL.
-async fn artifact_server() -> String {
-    let binary = Bytes::from(std::fs::read(executor_binary()).unwrap());
-    let router = Router::new().route(
-        "/bin/mesoflow-executor",
-        axum::routing::get(move || async move { binary.clone() }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router).await;
-    });
-    format!("http://{addr}/bin/mesoflow-executor")
+/// The scheduler's own artifact server, serving this build's executor.
+async fn artifact_server() -> ArtifactServer {
+    ArtifactServer::start(&executor_binary(), ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap()
 }
 
 /// A long probe instead of a TaskManager: it reports RUNNING and waits to be killed.
@@ -74,7 +66,8 @@ async fn next_event(events: &mut mpsc::UnboundedReceiver<WorkerEvent>) -> Worker
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mesos_driver_launches_releases_and_tears_down() {
-    let uri = artifact_server().await;
+    let artifacts = artifact_server().await;
+    let uri = artifacts.executor_url("127.0.0.1");
     let agent = |zone: &str| AgentSpec {
         resources: "cpus:2;mem:2048;disk:1000;ports:[31000-31010]".into(),
         attributes: format!("zone:{zone}"),
