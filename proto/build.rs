@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "mesos/v1/scheduler/scheduler.proto",
     "mesos/v1/executor/executor.proto",
     "mesoflow/internal.proto",
+    "mesoflow/checkpoint.proto",
     "mesoflow/control.proto",
 ];
 

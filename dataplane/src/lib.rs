@@ -47,6 +47,7 @@
 //! heartbeats, deployments) over mutually authenticated QUIC, separate from the shuffle.
 
 pub mod backoff;
+pub mod checkpoint;
 pub mod checksum;
 pub mod context;
 pub mod control;

@@ -80,6 +80,16 @@ pub mod internal {
     include!(concat!(env!("OUT_DIR"), "/mesoflow.internal.rs"));
 }
 
+/// Checkpoint and savepoint metadata (`mesoflow.checkpoint`), see
+/// `proto/mesoflow/checkpoint.proto`.
+#[allow(clippy::all, missing_docs, rustdoc::all)]
+pub mod checkpoint {
+    include!(concat!(env!("OUT_DIR"), "/mesoflow.checkpoint.rs"));
+
+    /// The metadata layout this build writes and reads.
+    pub const FORMAT_VERSION: u32 = 1;
+}
+
 /// The JobManager <-> TaskManager control protocol (`mesoflow.control`), see
 /// `proto/mesoflow/control.proto`.
 #[allow(clippy::all, missing_docs, rustdoc::all)]

@@ -421,6 +421,8 @@ fn kind_name(kind: Option<&task_manager_message::Kind>) -> &'static str {
         Some(task_manager_message::Kind::Register(_)) => "Register",
         Some(task_manager_message::Kind::Heartbeat(_)) => "Heartbeat",
         Some(task_manager_message::Kind::SubtaskState(_)) => "SubtaskStateChange",
+        Some(task_manager_message::Kind::AcknowledgeCheckpoint(_)) => "AcknowledgeCheckpoint",
+        Some(task_manager_message::Kind::DeclineCheckpoint(_)) => "DeclineCheckpoint",
     }
 }
 

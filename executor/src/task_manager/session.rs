@@ -175,6 +175,11 @@ pub async fn run(
                             tracing::info!(reason = %release.reason, "released by the JobManager");
                             break Ok(());
                         }
+                        job_manager_message::Kind::TriggerCheckpoint(_)
+                        | job_manager_message::Kind::CheckpointComplete(_)
+                        | job_manager_message::Kind::CheckpointAborted(_) => {
+                            tracing::debug!("ignored a checkpoint message (checkpointing is not wired yet)");
+                        }
                         job_manager_message::Kind::Accepted(_) | job_manager_message::Kind::Refused(_) => {
                             tracing::debug!("ignored a registration answer outside registration");
                         }

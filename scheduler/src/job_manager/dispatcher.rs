@@ -442,7 +442,14 @@ impl Dispatcher {
             Some(task_manager_message::Kind::SubtaskState(change)) => {
                 self.subtask_state(id, &change, now)
             }
-            Some(task_manager_message::Kind::Register(_)) | None => {
+            // Checkpoint acknowledgements reach the job's coordinator with the checkpoint
+            // issue's coordinator; until then they are ignored.
+            Some(
+                task_manager_message::Kind::AcknowledgeCheckpoint(_)
+                | task_manager_message::Kind::DeclineCheckpoint(_),
+            )
+            | Some(task_manager_message::Kind::Register(_))
+            | None => {
                 debug!(worker = %id, "ignored a control message");
             }
         }

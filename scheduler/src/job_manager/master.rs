@@ -860,6 +860,7 @@ impl JobMaster {
                     subtasks: mine,
                     placement: placement.clone(),
                     peers: peers.clone(),
+                    checkpointing: None,
                 }),
             });
         }

@@ -1,0 +1,1 @@
+//! The stored form of one piece of state: a checksummed, zstd-compressed frame.
