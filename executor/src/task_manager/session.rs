@@ -149,6 +149,7 @@ pub async fn run(
                     message,
                     metrics,
                     suppress_restart,
+                    corrupt_checkpoint: 0,
                 }));
                 if attempt.is_done() {
                     attempts.remove(&exit.attempt);
@@ -245,6 +246,7 @@ fn deploy_attempt(
                         message: String::new(),
                         metrics: None,
                         suppress_restart: false,
+                        corrupt_checkpoint: 0,
                     },
                 ));
             }
@@ -265,6 +267,7 @@ fn deploy_attempt(
                         message: format!("deployment failed: {message}"),
                         metrics: None,
                         suppress_restart: false,
+                        corrupt_checkpoint: 0,
                     },
                 ));
             }
