@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use crate::checkpoint::subtask::SubtaskCheckpoint;
 use crate::key_groups::KeyGroupRange;
 
 /// Tunables of the runtime (the `execution.*` configuration keys).
@@ -14,6 +15,9 @@ pub struct RuntimeConfig {
     pub channel_capacity: usize,
     /// Longest a partial batch waits before it is shipped, and the processing-time tick (ms).
     pub buffer_timeout_ms: u64,
+    /// Block a channel that delivered a barrier until every channel has (exactly-once); off
+    /// for at-least-once checkpoints, where records after a barrier may be in the snapshot.
+    pub barrier_alignment: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -22,6 +26,7 @@ impl Default for RuntimeConfig {
             batch_size: 1024,
             channel_capacity: 16,
             buffer_timeout_ms: 10,
+            barrier_alignment: true,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct TaskContext {
     pub cancel: CancelToken,
     /// Job-wide counters.
     pub metrics: Arc<JobMetrics>,
+    /// The subtask's checkpointing: where operators hand in and read back their state.
+    pub checkpoint: SubtaskCheckpoint,
 }
 
 impl TaskContext {
@@ -127,6 +134,7 @@ impl TaskContext {
             config: RuntimeConfig::default(),
             cancel: CancelToken::default(),
             metrics: Arc::new(JobMetrics::default()),
+            checkpoint: SubtaskCheckpoint::disabled(),
         }
     }
 }

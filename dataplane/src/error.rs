@@ -52,6 +52,15 @@ pub enum EngineError {
         #[source]
         cause: crate::shuffle::ShuffleError,
     },
+    /// Operator state could not be snapshotted or restored (a checkpoint written by another
+    /// version of the job, or a bug): the message names the operator and the state.
+    #[error("state of operator '{operator}': {message}")]
+    State {
+        /// The operator's id.
+        operator: String,
+        /// What went wrong.
+        message: String,
+    },
     /// The reader of stdout went away (`mesoflow run ... | head`): the job stops quietly.
     #[error("stdout was closed by its reader")]
     OutputClosed,

@@ -26,6 +26,8 @@ pub struct InputGate {
     idle_forwarded: bool,
     /// The checkpoint being aligned.
     aligning: Option<Barrier>,
+    /// Block channels that delivered the barrier being aligned (exactly-once).
+    block: bool,
 }
 
 impl InputGate {
@@ -44,7 +46,15 @@ impl InputGate {
             current: i64::MIN,
             idle_forwarded: false,
             aligning: None,
+            block: true,
         }
+    }
+
+    /// Whether channels that delivered a barrier are blocked until all have (exactly-once,
+    /// the default) or keep flowing (at-least-once: the barrier is still forwarded once it
+    /// arrived everywhere).
+    pub fn set_alignment(&mut self, block: bool) {
+        self.block = block;
     }
 
     /// Number of input channels.
@@ -64,7 +74,7 @@ impl InputGate {
 
     /// True while a channel must not be read (it delivered the barrier being aligned).
     pub fn is_blocked(&self, channel: usize) -> bool {
-        self.channels[channel].blocked
+        self.reads_blocked(channel)
     }
 
     /// True once a channel delivered end of input.
@@ -163,6 +173,11 @@ impl InputGate {
         self.check_aligned(out);
     }
 
+    /// True while `channel` must not be read.
+    fn reads_blocked(&self, channel: usize) -> bool {
+        self.block && self.channels[channel].blocked
+    }
+
     fn check_aligned(&mut self, out: &mut Vec<Control>) {
         let Some(barrier) = self.aligning else {
             return;
@@ -229,6 +244,15 @@ mod tests {
             g.on_event(1, EndOfPartition),
             vec![wm(MAX_WATERMARK), Control::EndOfInput]
         );
+    }
+
+    #[test]
+    fn at_least_once_forwards_the_barrier_without_blocking() {
+        let mut g = InputGate::new(2);
+        g.set_alignment(false);
+        assert_eq!(g.on_event(0, barrier(1)), vec![]);
+        assert!(!g.is_blocked(0));
+        assert_eq!(g.on_event(1, barrier(1)), vec![aligned(1)]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use crate::checkpoint::subtask::{OperatorIds, SubtaskCheckpoint};
 use crate::context::TaskContext;
 use crate::element::{Batch, Control, Data, Rec};
 use crate::emitter::{BoxEmitter, Emitter};
@@ -17,18 +18,46 @@ pub struct RollingReduce<T, K, KF, R> {
     key: KF,
     reduce: Arc<R>,
     store: KeyedStore<K, T>,
+    state: StateIds,
     out: BoxEmitter<T>,
 }
 
-impl<T, K: Key, KF, R> RollingReduce<T, K, KF, R> {
-    /// Reduces into `out`, keyed by `key`.
-    pub fn new(key: KF, reduce: Arc<R>, ctx: &TaskContext, out: BoxEmitter<T>) -> Self {
+/// Where a keyed operator's state goes in a checkpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct StateIds {
+    pub(crate) checkpoint: SubtaskCheckpoint,
+    pub(crate) op: OperatorIds,
+}
+
+impl StateIds {
+    pub(crate) fn of(ctx: &TaskContext) -> Self {
         Self {
+            checkpoint: ctx.checkpoint.clone(),
+            op: OperatorIds::of(ctx),
+        }
+    }
+}
+
+/// Name of a keyed operator's per-key values in a snapshot.
+pub(crate) const VALUES: &str = "values";
+/// Name of a keyed operator's event-time timers in a snapshot.
+pub(crate) const EVENT_TIMERS: &str = "event-timers";
+/// Name of a keyed operator's processing-time timers in a snapshot.
+pub(crate) const PROCESSING_TIMERS: &str = "processing-timers";
+
+impl<T: Data, K: Key, KF, R> RollingReduce<T, K, KF, R> {
+    /// Reduces into `out`, keyed by `key`; starts from the restored state, if any.
+    pub fn new(key: KF, reduce: Arc<R>, ctx: &TaskContext, out: BoxEmitter<T>) -> Result<Self> {
+        let state = StateIds::of(ctx);
+        let mut store = KeyedStore::new(ctx.key_groups, ctx.max_parallelism);
+        store.restore_as(&state.checkpoint, &state.op, VALUES, |v: T| v)?;
+        Ok(Self {
             key,
             reduce,
-            store: KeyedStore::new(ctx.key_groups, ctx.max_parallelism),
+            store,
+            state,
             out,
-        }
+        })
     }
 }
 
@@ -61,6 +90,11 @@ where
         self.out.batch(out)
     }
     fn control(&mut self, control: Control) -> Result<()> {
+        if let Control::Barrier(_) = control {
+            let s = &self.state;
+            self.store
+                .snapshot_as(&s.checkpoint, &s.op, VALUES, T::clone)?;
+        }
         self.out.control(control)
     }
 }
@@ -68,8 +102,8 @@ where
 /// Incremental aggregation: accumulators are created, fed and merged (merging is what lets
 /// windows combine slices and sessions).
 pub trait AggregateFunction<T>: Clone + Send + Sync + 'static {
-    /// The running state.
-    type Acc: Clone + Send + 'static;
+    /// The running state (checkpointed, hence serializable like a record).
+    type Acc: Data;
     /// The result.
     type Out: Data;
     /// A fresh accumulator.
@@ -169,18 +203,23 @@ pub struct RollingAggregate<T, K, KF, A: AggregateFunction<T>> {
     key: KF,
     agg: A,
     store: KeyedStore<K, A::Acc>,
+    state: StateIds,
     out: BoxEmitter<(K, A::Out)>,
 }
 
 impl<T, K: Key, KF, A: AggregateFunction<T>> RollingAggregate<T, K, KF, A> {
-    /// Aggregates into `out`.
-    pub fn new(key: KF, agg: A, ctx: &TaskContext, out: BoxEmitter<(K, A::Out)>) -> Self {
-        Self {
+    /// Aggregates into `out`; starts from the restored state, if any.
+    pub fn new(key: KF, agg: A, ctx: &TaskContext, out: BoxEmitter<(K, A::Out)>) -> Result<Self> {
+        let state = StateIds::of(ctx);
+        let mut store = KeyedStore::new(ctx.key_groups, ctx.max_parallelism);
+        store.restore_as(&state.checkpoint, &state.op, VALUES, |v: A::Acc| v)?;
+        Ok(Self {
             key,
             agg,
-            store: KeyedStore::new(ctx.key_groups, ctx.max_parallelism),
+            store,
+            state,
             out,
-        }
+        })
     }
 }
 
@@ -204,6 +243,11 @@ where
         self.out.batch(out)
     }
     fn control(&mut self, control: Control) -> Result<()> {
+        if let Control::Barrier(_) = control {
+            let s = &self.state;
+            self.store
+                .snapshot_as(&s.checkpoint, &s.op, VALUES, A::Acc::clone)?;
+        }
         self.out.control(control)
     }
 }
@@ -214,8 +258,8 @@ where
 /// [`ListState`](crate::state::ListState) and [`MapState`](crate::state::MapState) fields; one
 /// instance per key lives in the operator's key-grouped store.
 pub trait KeyedProcessFunction<K, I>: Clone + Send + Sync + 'static {
-    /// Per-key state.
-    type State: Default + Send + 'static;
+    /// Per-key state (checkpointed, hence serializable like a record).
+    type State: Default + Data;
     /// Output records.
     type Out: Data;
     /// Called for every record.
@@ -308,24 +352,33 @@ pub struct KeyedProcessOp<I, K, KF, P: KeyedProcessFunction<K, I>> {
     processing_timers: TimerQueue<K>,
     watermark: i64,
     processing_time: i64,
+    state: StateIds,
     out: BoxEmitter<P::Out>,
     _i: PhantomData<fn(I)>,
 }
 
 impl<I, K: Key, KF, P: KeyedProcessFunction<K, I>> KeyedProcessOp<I, K, KF, P> {
-    /// Runs `function` keyed by `key`.
-    pub fn new(key: KF, function: P, ctx: &TaskContext, out: BoxEmitter<P::Out>) -> Self {
-        Self {
+    /// Runs `function` keyed by `key`; starts from the restored state and timers, if any.
+    pub fn new(key: KF, function: P, ctx: &TaskContext, out: BoxEmitter<P::Out>) -> Result<Self> {
+        let state = StateIds::of(ctx);
+        let mut store = KeyedStore::new(ctx.key_groups, ctx.max_parallelism);
+        store.restore_as(&state.checkpoint, &state.op, VALUES, |v: P::State| v)?;
+        let mut event_timers = TimerQueue::default();
+        event_timers.restore(&state.checkpoint, &state.op, EVENT_TIMERS)?;
+        let mut processing_timers = TimerQueue::default();
+        processing_timers.restore(&state.checkpoint, &state.op, PROCESSING_TIMERS)?;
+        Ok(Self {
             key,
             function,
-            store: KeyedStore::new(ctx.key_groups, ctx.max_parallelism),
-            event_timers: TimerQueue::default(),
-            processing_timers: TimerQueue::default(),
+            store,
+            event_timers,
+            processing_timers,
             watermark: i64::MIN,
             processing_time: i64::MIN,
+            state,
             out,
             _i: PhantomData,
-        }
+        })
     }
 
     /// Keys with state (for tests and metrics).
@@ -408,6 +461,15 @@ where
                 self.processing_time = now;
                 self.fire(TimeDomain::ProcessingTime, now)?;
             }
+            Control::Barrier(_) => {
+                let s = &self.state;
+                self.store
+                    .snapshot_as(&s.checkpoint, &s.op, VALUES, P::State::clone)?;
+                self.event_timers
+                    .snapshot(&s.checkpoint, &s.op, EVENT_TIMERS)?;
+                self.processing_timers
+                    .snapshot(&s.checkpoint, &s.op, PROCESSING_TIMERS)?;
+            }
             _ => {}
         }
         self.out.control(control)
@@ -435,7 +497,7 @@ where
                     f.clone(),
                     ctx,
                     outs.main::<T>()?,
-                )))
+                )?))
             },
             Default::default(),
         )
@@ -458,7 +520,7 @@ where
                     agg.clone(),
                     ctx,
                     outs.main::<(K, A::Out)>()?,
-                )))
+                )?))
             },
             Default::default(),
         )
@@ -478,7 +540,7 @@ where
                     function.clone(),
                     ctx,
                     outs.main::<P::Out>()?,
-                )))
+                )?))
             },
             Default::default(),
         )

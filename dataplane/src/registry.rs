@@ -261,6 +261,7 @@ pub fn run_input_loop<T: Data>(
     io: SubtaskIo,
 ) -> Result<()> {
     let mut gate = InputGate::new(rxs.len());
+    gate.set_alignment(ctx.config.barrier_alignment);
     let tick = Duration::from_millis(ctx.config.buffer_timeout_ms.max(1));
     head.control(Control::ProcessingTime(wall_clock_ms()))?;
     let mut next_tick = Instant::now() + tick;
@@ -279,6 +280,7 @@ pub fn run_input_loop<T: Data>(
                 }
                 // Barriers reach operators in-band, from the sources.
                 TaskMail::TriggerCheckpoint(_) => {}
+                TaskMail::CheckpointComplete(id) => ctx.checkpoint.notify_complete(id)?,
             }
         }
         let mut received = None;
@@ -310,6 +312,15 @@ pub fn run_input_loop<T: Data>(
             Some((_, Message::Event(ChannelEvent::Cancel))) => return Err(vanished(ctx)),
             Some((i, Message::Event(event))) => {
                 for out in gate.on_event(i, event) {
+                    if let Control::Barrier(b) = out {
+                        // The chain snapshots as the barrier passes through it.
+                        let began = ctx.checkpoint.begin(b.checkpoint_id);
+                        head.control(out)?;
+                        if began {
+                            ctx.checkpoint.finish(b.checkpoint_id);
+                        }
+                        continue;
+                    }
                     head.control(out)?;
                     if out == Control::EndOfInput {
                         head.control(Control::Flush)?;

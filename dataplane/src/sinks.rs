@@ -1,5 +1,6 @@
 //! Sinks that write one formatted line per record: stdout, part files, checksum, discard, and a
-//! collector for tests. Lines are formatted into one reused buffer per batch; files and stdout are
+//! collector for tests. When the job checkpoints, part files are exactly-once
+//! ([`two_phase`]); stdout and the checksum are at-least-once. Lines are formatted into one reused buffer per batch; files and stdout are
 //! written through buffered writers and flushed on flush ticks and at the end.
 
 use std::io::Write;
@@ -7,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::checkpoint::subtask::FINAL_CHECKPOINT;
 use crate::checksum::fnv1a64;
 use crate::context::{JobMetrics, TaskContext};
 use crate::element::{Batch, Control};
@@ -14,13 +16,20 @@ use crate::emitter::{BoxEmitter, Emitter};
 use crate::error::{EngineError, Result};
 use crate::stream::SinkSpec;
 
+pub mod two_phase;
+use two_phase::TwoPhaseFiles;
+
 /// Formats a record as its output line (without newline).
 pub type LineFormat<T> = Arc<dyn Fn(&T, &mut String) + Send + Sync>;
 
 enum Target {
     Stdout(StdoutLines),
     File(std::io::BufWriter<std::fs::File>, PathBuf),
-    Checksum { sum: u64 },
+    /// Exactly-once part files (the job checkpoints).
+    Committing(TwoPhaseFiles),
+    Checksum {
+        sum: u64,
+    },
     Discard,
     Collect(Arc<parking_lot::Mutex<Vec<String>>>),
 }
@@ -93,6 +102,9 @@ pub fn line_sink<T: Send + 'static, F: Fn(&T, &mut String) + Send + Sync + 'stat
 ) -> Result<BoxEmitter<T>> {
     let target = match spec {
         SinkSpec::Print => Target::Stdout(StdoutLines::default()),
+        SinkSpec::Files(dir) if ctx.checkpoint.enabled() => {
+            Target::Committing(TwoPhaseFiles::open(dir, name, ctx)?)
+        }
         SinkSpec::Files(dir) => {
             std::fs::create_dir_all(dir).map_err(|cause| EngineError::Output {
                 path: dir.clone(),
@@ -132,6 +144,7 @@ impl<T: Send, F: Fn(&T, &mut String) + Send + Sync> LineSink<T, F> {
                 path: p.clone(),
                 cause,
             }),
+            Target::Committing(files) => files.flush(),
             Target::Checksum { sum } => {
                 self.metrics.checksum.fetch_add(*sum, Ordering::Relaxed);
                 *sum = 0;
@@ -167,6 +180,14 @@ impl<T: Send, F: Fn(&T, &mut String) + Send + Sync> Emitter<T> for LineSink<T, F
                         })?;
                 }
             }
+            Target::Committing(files) => {
+                for r in &batch {
+                    self.line.clear();
+                    fmt(&r.value, &mut self.line);
+                    self.line.push('\n');
+                    files.write(self.line.as_bytes())?;
+                }
+            }
             Target::Checksum { sum } => {
                 for r in &batch {
                     self.line.clear();
@@ -191,8 +212,12 @@ impl<T: Send, F: Fn(&T, &mut String) + Send + Sync> Emitter<T> for LineSink<T, F
     }
 
     fn control(&mut self, control: Control) -> Result<()> {
-        match control {
-            Control::Flush | Control::EndOfInput | Control::Barrier(_) => self.flush(),
+        match (&mut self.target, control) {
+            // The part file written since the last barrier becomes pending: committed when
+            // this checkpoint completes (or, at the end, when the job has finished).
+            (Target::Committing(files), Control::Barrier(b)) => files.seal(b.checkpoint_id),
+            (Target::Committing(files), Control::EndOfInput) => files.seal(FINAL_CHECKPOINT),
+            (_, Control::Flush | Control::EndOfInput | Control::Barrier(_)) => self.flush(),
             _ => Ok(()),
         }
     }

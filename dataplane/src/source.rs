@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::subtask::OperatorIds;
 use crate::context::{TaskContext, wall_clock_ms};
 use crate::element::{Batch, Control, MAX_WATERMARK};
 use crate::emitter::{BoxEmitter, Emitter};
@@ -23,6 +24,20 @@ pub enum SourcePoll {
 pub trait Source<T>: Send {
     /// Appends up to `max` records to `out`.
     fn poll(&mut self, out: &mut Batch<T>, max: usize) -> Result<SourcePoll>;
+
+    /// Where the source is, as bytes: what a checkpoint stores so that a restored job resumes
+    /// right after the last record emitted before the barrier. `None`: the source cannot
+    /// rewind (a restored job starts it from the beginning).
+    fn position(&self) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+
+    /// Resumes from the positions a checkpoint stored: `(snapshotted subtask, bytes)` of every
+    /// earlier instance this one takes over (its own when the parallelism is unchanged).
+    fn rewind(&mut self, positions: Vec<(u32, Vec<u8>)>) -> Result<()> {
+        let _ = positions;
+        Ok(())
+    }
 }
 
 /// A runnable source subtask (type-erased for the runtime).
@@ -47,8 +62,56 @@ impl<T, S> SourceDriver<T, S> {
     }
 }
 
+impl<T: Send, S: Source<T>> SourceDriver<T, S> {
+    /// Rewinds the source to its restored position, if the job was restored.
+    fn restore(&mut self) -> Result<()> {
+        let ids = OperatorIds::of(&self.ctx);
+        if self.ctx.checkpoint.restored_from().is_none() {
+            return Ok(());
+        }
+        if let Some(p) = self.ctx.checkpoint.restored_parallelism(&ids.id)
+            && p != ids.shape.parallelism
+        {
+            return Err(EngineError::State {
+                operator: ids.id,
+                message: format!(
+                    "the source was snapshotted at parallelism {p} and its positions are per \
+                     subtask; restore it at parallelism {p}",
+                ),
+            });
+        }
+        let positions = self.ctx.checkpoint.restored_operator(&ids, POSITION);
+        if !positions.is_empty() {
+            self.source.rewind(positions)?;
+        }
+        Ok(())
+    }
+
+    /// Starts checkpoint `barrier`: the position after the records emitted so far, then the
+    /// barrier downstream.
+    fn checkpoint(&mut self, barrier: crate::element::Barrier) -> Result<()> {
+        let id = barrier.checkpoint_id;
+        let began = self.ctx.checkpoint.begin(id);
+        if began && let Some(position) = self.source.position()? {
+            let ids = OperatorIds::of(&self.ctx);
+            self.ctx
+                .checkpoint
+                .snapshot_operator(&ids, POSITION, position);
+        }
+        self.out.control(Control::Barrier(barrier))?;
+        if began {
+            self.ctx.checkpoint.finish(id);
+        }
+        Ok(())
+    }
+}
+
+/// Name of a source's position in a snapshot.
+const POSITION: &str = "position";
+
 impl<T: Send, S: Source<T>> SourceTask for SourceDriver<T, S> {
     fn run(&mut self, mailbox: &Mailbox) -> Result<()> {
+        self.restore()?;
         let tick = Duration::from_millis(self.ctx.config.buffer_timeout_ms.max(1));
         let batch_size = self.ctx.config.batch_size.max(1);
         self.out.control(Control::ProcessingTime(wall_clock_ms()))?;
@@ -65,9 +128,8 @@ impl<T: Send, S: Source<T>> SourceTask for SourceDriver<T, S> {
                         return Err(EngineError::Cancelled);
                     }
                     // Sources start checkpoints: the barrier follows the records emitted so far.
-                    TaskMail::TriggerCheckpoint(barrier) => {
-                        self.out.control(Control::Barrier(barrier))?;
-                    }
+                    TaskMail::TriggerCheckpoint(barrier) => self.checkpoint(barrier)?,
+                    TaskMail::CheckpointComplete(id) => self.ctx.checkpoint.notify_complete(id)?,
                 }
             }
             let mut batch = Vec::with_capacity(batch_size);

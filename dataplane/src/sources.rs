@@ -82,6 +82,33 @@ impl<T: Send, G: FnMut(u64) -> Option<T> + Send> Source<T> for GeneratorSource<G
             SourcePoll::More
         })
     }
+
+    fn position(&self) -> Result<Option<Vec<u8>>> {
+        Ok(Some(self.next.to_le_bytes().to_vec()))
+    }
+
+    fn rewind(&mut self, positions: Vec<(u32, Vec<u8>)>) -> Result<()> {
+        let [(_, bytes)] = positions.as_slice() else {
+            return Err(EngineError::InvalidArgument(format!(
+                "a generator subtask resumes from exactly one position, got {}",
+                positions.len()
+            )));
+        };
+        let next: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+            EngineError::InvalidArgument(format!(
+                "a generator position is 8 bytes, got {}",
+                bytes.len()
+            ))
+        })?;
+        let next = u64::from_le_bytes(next);
+        if next % self.step != self.next % self.step {
+            return Err(EngineError::InvalidArgument(format!(
+                "generator position {next} belongs to another subtask"
+            )));
+        }
+        self.next = next;
+        Ok(())
+    }
 }
 
 /// One byte range of one file: the unit a text source subtask reads.
@@ -156,6 +183,8 @@ pub fn file_splits(path: &Path) -> Result<Vec<FileSplit>> {
 /// UTF-8 are counted, skipped and warned about.
 pub struct TextFileSource {
     splits: std::vec::IntoIter<FileSplit>,
+    /// Splits of this subtask taken so far (the current one included).
+    taken: u64,
     current: Option<(BufReader<File>, u64, u64, PathBuf)>,
     line_number: u64,
     buf: Vec<u8>,
@@ -175,6 +204,7 @@ impl TextFileSource {
             .collect();
         Self {
             splits: mine.into_iter(),
+            taken: 0,
             current: None,
             line_number: 0,
             buf: Vec::with_capacity(256),
@@ -212,6 +242,7 @@ impl Source<String> for TextFileSource {
                     return Ok(SourcePoll::Finished);
                 };
                 let (r, pos) = Self::open(&split)?;
+                self.taken += 1;
                 self.line_number = 0;
                 self.current = Some((r, pos, split.end, split.path));
             }
@@ -255,6 +286,57 @@ impl Source<String> for TextFileSource {
             }
         }
         Ok(SourcePoll::More)
+    }
+
+    /// (splits taken, byte offset in the current split or `u64::MAX` between splits).
+    fn position(&self) -> Result<Option<Vec<u8>>> {
+        let offset = self.current.as_ref().map_or(u64::MAX, |c| c.1);
+        let mut b = self.taken.to_le_bytes().to_vec();
+        b.extend_from_slice(&offset.to_le_bytes());
+        Ok(Some(b))
+    }
+
+    fn rewind(&mut self, positions: Vec<(u32, Vec<u8>)>) -> Result<()> {
+        let bad = |why: String| EngineError::InvalidArgument(format!("text file position: {why}"));
+        let [(_, bytes)] = positions.as_slice() else {
+            return Err(bad(format!(
+                "expected one position, got {}",
+                positions.len()
+            )));
+        };
+        if bytes.len() != 16 {
+            return Err(bad(format!("{} bytes, expected 16", bytes.len())));
+        }
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        let (taken, offset) = (word(0), word(8));
+        let mut split = None;
+        for _ in 0..taken {
+            split =
+                Some(self.splits.next().ok_or_else(|| {
+                    bad(format!("{taken} splits taken, but this subtask has fewer"))
+                })?);
+        }
+        self.taken = taken;
+        self.current = None;
+        if let (Some(split), true) = (split, offset != u64::MAX) {
+            let err = |cause| EngineError::Input {
+                path: split.path.clone(),
+                cause,
+            };
+            let mut f = File::open(&split.path).map_err(err)?;
+            f.seek(SeekFrom::Start(offset)).map_err(err)?;
+            self.current = Some((
+                BufReader::with_capacity(1 << 16, f),
+                offset,
+                split.end,
+                split.path,
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -340,6 +422,44 @@ mod tests {
         let got: Vec<_> = b.into_iter().map(|r| r.value).collect();
         assert_eq!(got, vec!["good", "also good"]);
         assert_eq!(ctx.metrics.skipped(), 1);
+    }
+
+    #[test]
+    fn a_text_source_resumes_after_the_last_line_it_emitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.txt");
+        let text: String = (0..500).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&path, &text).unwrap();
+        let splits = vec![
+            FileSplit {
+                path: path.clone(),
+                start: 0,
+                end: 1000,
+            },
+            FileSplit {
+                path: path.clone(),
+                start: 1000,
+                end: text.len() as u64,
+            },
+        ];
+        let ctx = TaskContext::for_test();
+        for stop_after in [0, 1, 7, 120, 499] {
+            let mut src = TextFileSource::new(&splits, &ctx);
+            let mut first = Vec::new();
+            while first.len() < stop_after {
+                let mut b = Vec::new();
+                src.poll(&mut b, 1).unwrap();
+                first.extend(b.into_iter().map(|r| r.value));
+            }
+            let pos = src.position().unwrap().unwrap();
+            let mut resumed = TextFileSource::new(&splits, &ctx);
+            resumed.rewind(vec![(0, pos)]).unwrap();
+            let mut rest = Vec::new();
+            while resumed.poll(&mut rest, 64).unwrap() != SourcePoll::Finished {}
+            first.extend(rest.into_iter().map(|r| r.value));
+            let expected: Vec<String> = (0..500).map(|i| format!("line {i}")).collect();
+            assert_eq!(first, expected, "stopped after {stop_after}");
+        }
     }
 
     #[test]

@@ -7,6 +7,9 @@
 
 use std::collections::HashMap;
 
+use crate::checkpoint::codec::{decode_entries, encode_entries};
+use crate::checkpoint::subtask::{OperatorIds, SubtaskCheckpoint, restore_error};
+use crate::element::Data;
 use crate::error::{EngineError, Result};
 use crate::key_groups::{Key, KeyGroupRange, key_hash};
 
@@ -17,11 +20,15 @@ pub type FastState = foldhash::fast::RandomState;
 pub type FastMap<K, V> = HashMap<K, V, FastState>;
 
 /// Per-key values of one operator, one map per key group of the subtask's range.
+///
+/// Each key group has a changed flag, set by every access that may modify it and cleared by a
+/// snapshot: an incremental checkpoint writes only the key groups changed since the last one.
 #[derive(Debug)]
 pub struct KeyedStore<K, V> {
     range: KeyGroupRange,
     max_parallelism: u32,
     groups: Vec<FastMap<K, V>>,
+    changed: Vec<bool>,
 }
 
 impl<K: Key, V> KeyedStore<K, V> {
@@ -31,6 +38,7 @@ impl<K: Key, V> KeyedStore<K, V> {
             range,
             max_parallelism,
             groups: (0..range.len()).map(|_| FastMap::default()).collect(),
+            changed: vec![false; range.len() as usize],
         }
     }
 
@@ -60,6 +68,7 @@ impl<K: Key, V> KeyedStore<K, V> {
     #[inline]
     pub fn get_or_insert_with(&mut self, key: &K, init: impl FnOnce() -> V) -> Result<&mut V> {
         let slot = self.slot(key)?;
+        self.changed[slot] = true;
         let map = &mut self.groups[slot];
         if !map.contains_key(key) {
             map.insert(key.clone(), init());
@@ -74,6 +83,7 @@ impl<K: Key, V> KeyedStore<K, V> {
     /// The map of a slot returned by [`KeyedStore::slot`].
     #[inline]
     pub fn group_mut(&mut self, slot: usize) -> &mut FastMap<K, V> {
+        self.changed[slot] = true;
         &mut self.groups[slot]
     }
 
@@ -86,6 +96,7 @@ impl<K: Key, V> KeyedStore<K, V> {
     /// Removes the value of `key`.
     pub fn remove(&mut self, key: &K) -> Option<V> {
         let slot = self.slot(key).ok()?;
+        self.changed[slot] = true;
         self.groups[slot].remove(key)
     }
 
@@ -109,8 +120,12 @@ impl<K: Key, V> KeyedStore<K, V> {
 
     /// Visits every entry, keeping those for which `f` returns true.
     pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) {
-        for g in &mut self.groups {
-            g.retain(|k, v| f(k, v));
+        for (g, changed) in self.groups.iter_mut().zip(&mut self.changed) {
+            if !g.is_empty() {
+                // `f` may modify any value it visits.
+                *changed = true;
+                g.retain(|k, v| f(k, v));
+            }
         }
     }
 
@@ -120,8 +135,71 @@ impl<K: Key, V> KeyedStore<K, V> {
     }
 }
 
+impl<K: Key, V> KeyedStore<K, V> {
+    /// Hands the store to checkpoint `cp` as state `name` of `op`, each value converted by
+    /// `to` into its stored form; clears the changed flags.
+    pub fn snapshot_as<S: Data>(
+        &mut self,
+        cp: &SubtaskCheckpoint,
+        op: &OperatorIds,
+        name: &str,
+        to: impl Fn(&V) -> S,
+    ) -> Result<()> {
+        let start = self.range.start;
+        let changed = std::mem::replace(&mut self.changed, vec![false; self.groups.len()]);
+        let groups = &self.groups;
+        cp.snapshot_keyed(
+            op,
+            name,
+            |kg| changed.get((kg - start) as usize).copied().unwrap_or(true),
+            |kg| {
+                let Some(map) = groups.get((kg - start) as usize) else {
+                    return Ok(None);
+                };
+                if map.is_empty() {
+                    return Ok(None);
+                }
+                let keys: Vec<K> = map.keys().cloned().collect();
+                let values: Vec<S> = map.values().map(&to).collect();
+                encode_entries(&keys, &values)
+                    .map(Some)
+                    .map_err(|e| restore_error(op, name, e))
+            },
+        )
+    }
+
+    /// Fills the store from the key groups of state `name` of `op` restored in `cp`, each
+    /// stored value converted back by `from`. A key found in the wrong key group is an error.
+    pub fn restore_as<S: Data>(
+        &mut self,
+        cp: &SubtaskCheckpoint,
+        op: &OperatorIds,
+        name: &str,
+        from: impl Fn(S) -> V,
+    ) -> Result<()> {
+        for (kg, bytes) in cp.restored_keyed(op, name) {
+            let entries = decode_entries::<K, S>(&bytes).map_err(|e| restore_error(op, name, e))?;
+            for (k, s) in entries {
+                let slot = self.slot(&k)?;
+                if slot as u32 + self.range.start != kg {
+                    return Err(restore_error(
+                        op,
+                        name,
+                        format!(
+                            "a key of key group {} was stored in key group {kg}",
+                            slot as u32 + self.range.start
+                        ),
+                    ));
+                }
+                self.groups[slot].insert(k, from(s));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A single value per key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ValueState<V>(Option<V>);
 
 impl<V> Default for ValueState<V> {
@@ -150,7 +228,7 @@ impl<V> ValueState<V> {
 }
 
 /// A list of values per key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ListState<V>(Vec<V>);
 
 impl<V> Default for ListState<V> {

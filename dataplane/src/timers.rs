@@ -5,7 +5,10 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::key_groups::Key;
+use crate::checkpoint::codec::{decode_entries, encode_entries};
+use crate::checkpoint::subtask::{OperatorIds, SubtaskCheckpoint, restore_error};
+use crate::error::Result;
+use crate::key_groups::{Key, key_group_of};
 use crate::state::FastState;
 
 /// Which clock a timer follows.
@@ -71,6 +74,41 @@ impl<K: Key> TimerQueue<K> {
     /// True when no timer is live.
     pub fn is_empty(&self) -> bool {
         self.live.is_empty()
+    }
+
+    /// Hands the live timers to checkpoint `cp` as keyed state `name` of `op`, by key group
+    /// (timers move with their keys when a job is rescaled).
+    pub fn snapshot(&self, cp: &SubtaskCheckpoint, op: &OperatorIds, name: &str) -> Result<()> {
+        let max = op.shape.max_parallelism;
+        let mut by_group: BTreeMap<u32, (Vec<K>, Vec<i64>)> = BTreeMap::new();
+        for (k, t) in &self.live {
+            let g = by_group.entry(key_group_of(k, max)).or_default();
+            g.0.push(k.clone());
+            g.1.push(*t);
+        }
+        cp.snapshot_keyed(
+            op,
+            name,
+            |_| true,
+            |kg| match by_group.get(&kg) {
+                Some((keys, times)) => encode_entries(keys, times)
+                    .map(Some)
+                    .map_err(|e| restore_error(op, name, e)),
+                None => Ok(None),
+            },
+        )
+    }
+
+    /// Registers the timers of the key groups restored in `cp` for `op`.
+    pub fn restore(&mut self, cp: &SubtaskCheckpoint, op: &OperatorIds, name: &str) -> Result<()> {
+        for (_, bytes) in cp.restored_keyed(op, name) {
+            for (k, t) in
+                decode_entries::<K, i64>(&bytes).map_err(|e| restore_error(op, name, e))?
+            {
+                self.register(&k, t);
+            }
+        }
+        Ok(())
     }
 }
 

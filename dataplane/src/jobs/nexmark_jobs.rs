@@ -126,7 +126,7 @@ fn build_q2(env: &mut StreamEnvironment, params: &Params) -> Result<()> {
 pub struct HottestPerWindow;
 
 /// State of [`HottestPerWindow`] for one window end.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct HottestState {
     max: ValueState<u64>,
     auctions: ListState<i64>,
@@ -221,7 +221,7 @@ impl AggregateFunction<Bid> for MaxPriceBids {
 pub struct HighestBids;
 
 /// State of [`HighestBids`] for one window end.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct HighestState {
     max: ValueState<i64>,
     bids: ListState<Bid>,

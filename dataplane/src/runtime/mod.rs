@@ -152,6 +152,8 @@ pub fn start_local(job: Job, config: RuntimeConfig) -> Result<JobHandle> {
             links: None,
             config: &config,
             cancel: &cancel,
+            checkpoints: None,
+            restored: None,
         },
         &|_| metrics.clone(),
     )?;

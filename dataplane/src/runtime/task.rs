@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::checkpoint::subtask::SubtaskCheckpoint;
 use crate::element::Barrier;
 use crate::error::{EngineError, Result};
 use crate::plan::SubtaskId;
@@ -22,6 +23,8 @@ pub enum TaskMail {
     Cancel,
     /// Start a checkpoint: a source emits this barrier after the records it emitted so far.
     TriggerCheckpoint(Barrier),
+    /// Checkpoint `n` completed: two-phase-commit sinks commit what it covers.
+    CheckpointComplete(u64),
 }
 
 /// The subtask's side of its mailbox.
@@ -87,6 +90,7 @@ pub struct SubtaskRunner {
     pub(crate) run: Box<dyn FnOnce(SubtaskIo) -> Result<()> + Send>,
     pub(crate) io: SubtaskIo,
     pub(crate) mail: MailboxSender,
+    pub(crate) checkpoint: SubtaskCheckpoint,
 }
 
 impl SubtaskRunner {
@@ -98,6 +102,11 @@ impl SubtaskRunner {
     /// Which subtask of the plan this is.
     pub fn id(&self) -> SubtaskId {
         self.id
+    }
+
+    /// Its checkpointing (outlives the subtask's thread: a finished sink still commits).
+    pub fn checkpoint(&self) -> SubtaskCheckpoint {
+        self.checkpoint.clone()
     }
 
     /// Runs the subtask to completion on the current thread.
@@ -204,6 +213,7 @@ mod tests {
             run: Box::new(run),
             io,
             mail,
+            checkpoint: SubtaskCheckpoint::disabled(),
         }
     }
 

@@ -16,6 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::checkpoint::subtask::{CheckpointServices, RestoredState, SubtaskCheckpoint};
 use crate::context::{CancelToken, JobMetrics, RuntimeConfig, TaskContext};
 use crate::error::{EngineError, Result};
 use crate::jobgraph::JobGraph;
@@ -53,6 +54,11 @@ pub struct Deployment<'a> {
     pub config: &'a RuntimeConfig,
     /// Cancellation of this attempt's subtasks here.
     pub cancel: &'a CancelToken,
+    /// Checkpointing: the TaskManager's upload services (none: no checkpoints) and the state
+    /// to restore.
+    pub checkpoints: Option<Arc<dyn CheckpointServices>>,
+    /// State to start from.
+    pub restored: Option<Arc<RestoredState>>,
 }
 
 /// The type of the records an exchange carries (its edge's source output, or side output).
@@ -193,6 +199,7 @@ pub fn wire(
             d.config,
             d.cancel,
             &metrics_of(s),
+            SubtaskCheckpoint::new(s, d.checkpoints.clone(), d.restored.clone()),
         )?);
     }
     Ok(runners)
@@ -206,6 +213,7 @@ pub fn task_context(
     config: &RuntimeConfig,
     cancel: &CancelToken,
     metrics: &Arc<JobMetrics>,
+    checkpoint: &SubtaskCheckpoint,
 ) -> TaskContext {
     let n = &graph.nodes[node];
     TaskContext {
@@ -219,6 +227,7 @@ pub fn task_context(
         config: config.clone(),
         cancel: cancel.clone(),
         metrics: metrics.clone(),
+        checkpoint: checkpoint.clone(),
     }
 }
 
@@ -238,9 +247,11 @@ fn build_subtask(
     config: &RuntimeConfig,
     cancel: &CancelToken,
     metrics: &Arc<JobMetrics>,
+    checkpoint: SubtaskCheckpoint,
 ) -> Result<SubtaskRunner> {
     let chain = &plan.chains[s.chain];
-    let ctx_of = |node: usize| task_context(graph, node, s.index, config, cancel, metrics);
+    let ctx_of =
+        |node: usize| task_context(graph, node, s.index, config, cancel, metrics, &checkpoint);
     let head_node = chain.nodes[0];
     let name = ctx_of(head_node).task_name();
 
@@ -354,5 +365,6 @@ fn build_subtask(
         run,
         io,
         mail,
+        checkpoint,
     })
 }

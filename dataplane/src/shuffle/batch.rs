@@ -51,7 +51,7 @@ impl<T> ShuffleRecord for T where
 
 /// Serializes a borrowed slice with exactly the layout of a `Vec<T>`, so no owned vector (and no
 /// clone of the records) is needed.
-struct SliceAsVec<'a, T>(&'a [T]);
+pub(crate) struct SliceAsVec<'a, T>(pub(crate) &'a [T]);
 
 impl<T: Archive> Archive for SliceAsVec<'_, T> {
     type Archived = ArchivedVec<T::Archived>;

@@ -219,7 +219,7 @@ impl<T: Data, K: Key, F: Fn(&T) -> K + Clone + Send + Sync + 'static> WindowedSt
                         ctx,
                         outs.main::<O>()?,
                         late_out,
-                    )))
+                    )?))
                 },
                 sides,
             ),
@@ -270,7 +270,7 @@ impl<T: Data, K: Key, F: Fn(&T) -> K + Clone + Send + Sync + 'static> WindowedSt
                     ctx,
                     outs.main::<O>()?,
                     late_out,
-                )))
+                )?))
             },
             sides,
         )

@@ -9,6 +9,7 @@ use crate::emitter::{BoxEmitter, Emitter};
 use crate::error::Result;
 use crate::key_groups::Key;
 use crate::keyed::AggregateFunction;
+use crate::keyed::{StateIds, VALUES};
 use crate::state::KeyedStore;
 use crate::timers::{TimeDomain, TimerQueue};
 use crate::window::TimeWindow;
@@ -41,9 +42,13 @@ pub struct SessionWindowOp<T, K, KF, A: AggregateFunction<T>, O, WF> {
     timers: TimerQueue<K>,
     watermark: i64,
     processing_time: i64,
+    state: StateIds,
     out: BoxEmitter<O>,
     late: BoxEmitter<T>,
 }
+
+/// Name of the session timers in a snapshot.
+const TIMERS: &str = "timers";
 
 impl<T, K, KF, A, O, WF> SessionWindowOp<T, K, KF, A, O, WF>
 where
@@ -63,19 +68,51 @@ where
         ctx: &TaskContext,
         out: BoxEmitter<O>,
         late: BoxEmitter<T>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let state = StateIds::of(ctx);
+        let mut store = KeyedStore::new(ctx.key_groups, ctx.max_parallelism);
+        store.restore_as(
+            &state.checkpoint,
+            &state.op,
+            VALUES,
+            |stored: Vec<(i64, i64, A::Acc, bool)>| {
+                stored
+                    .into_iter()
+                    .map(|(start, end, acc, fired)| Session {
+                        window: TimeWindow { start, end },
+                        acc,
+                        fired,
+                    })
+                    .collect::<Vec<_>>()
+            },
+        )?;
+        let mut timers = TimerQueue::default();
+        timers.restore(&state.checkpoint, &state.op, TIMERS)?;
+        Ok(Self {
             key,
             agg,
             window_fn,
             config,
-            store: KeyedStore::new(ctx.key_groups, ctx.max_parallelism),
-            timers: TimerQueue::default(),
+            store,
+            timers,
             watermark: i64::MIN,
             processing_time: i64::MIN,
+            state,
             out,
             late,
-        }
+        })
+    }
+
+    /// Hands the sessions and their timers to the checkpoint passing through.
+    fn snapshot(&mut self) -> Result<()> {
+        let StateIds { checkpoint, op } = &self.state;
+        self.store.snapshot_as(checkpoint, op, VALUES, |sessions| {
+            sessions
+                .iter()
+                .map(|s| (s.window.start, s.window.end, s.acc.clone(), s.fired))
+                .collect::<Vec<_>>()
+        })?;
+        self.timers.snapshot(checkpoint, op, TIMERS)
     }
 
     /// The open sessions of `key`.
@@ -223,6 +260,7 @@ where
                 }
             }
             Control::EndOfInput => self.advance(i64::MAX)?,
+            Control::Barrier(_) => self.snapshot()?,
             _ => {}
         }
         self.late.control(control)?;

@@ -10,12 +10,15 @@ use std::collections::{BTreeSet, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
 
+use crate::checkpoint::codec::{decode_vec, encode_vec};
+use crate::checkpoint::subtask::restore_error;
 use crate::context::TaskContext;
 use crate::element::{Batch, Control, NO_TIMESTAMP, Rec};
 use crate::emitter::{BoxEmitter, Emitter};
 use crate::error::Result;
 use crate::key_groups::Key;
 use crate::keyed::AggregateFunction;
+use crate::keyed::{StateIds, VALUES};
 use crate::state::KeyedStore;
 use crate::timers::TimeDomain;
 use crate::window::{TimeWindow, gcd};
@@ -196,8 +199,41 @@ pub struct SliceWindowOp<T, K, KF, A: AggregateFunction<T>, O, WF> {
     batch_size: usize,
     pending: Batch<O>,
     late_count: u64,
+    state: StateIds,
     out: BoxEmitter<O>,
     late: BoxEmitter<T>,
+}
+
+/// Name of the end of the last window fired, per key group, in a snapshot.
+const LAST_FIRED: &str = "last-fired";
+
+/// A key's slices as a snapshot stores them: (slice end, accumulator) ascending, and the
+/// running accumulator (accumulator, slices, added up to).
+type StoredSlices<Acc> = (Vec<(i64, Acc)>, Option<(Acc, u32, i64)>);
+
+impl<Acc: Clone> KeySlices<Acc> {
+    fn to_stored(&self) -> StoredSlices<Acc> {
+        (
+            self.iter().cloned().collect(),
+            self.running
+                .as_ref()
+                .map(|r| (r.acc.clone(), r.slices, r.added_upto)),
+        )
+    }
+
+    fn from_stored((slices, running): StoredSlices<Acc>) -> Self {
+        let mut older: VecDeque<(i64, Acc)> = slices.into();
+        let newest = older.pop_back();
+        Self {
+            newest,
+            older,
+            running: running.map(|(acc, slices, added_upto)| Running {
+                acc,
+                slices,
+                added_upto,
+            }),
+        }
+    }
 }
 
 impl<T, K, KF, A, O, WF> SliceWindowOp<T, K, KF, A, O, WF>
@@ -218,8 +254,9 @@ where
         ctx: &TaskContext,
         out: BoxEmitter<O>,
         late: BoxEmitter<T>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        let state = StateIds::of(ctx);
+        let mut op = Self {
             key,
             agg,
             window_fn,
@@ -236,9 +273,51 @@ where
             batch_size: ctx.config.batch_size.max(1),
             pending: Vec::new(),
             late_count: 0,
+            state,
             out,
             late,
+        };
+        op.restore()?;
+        Ok(op)
+    }
+
+    /// Starts from the restored slices and firing progress, if the job was restored.
+    fn restore(&mut self) -> Result<()> {
+        let StateIds { checkpoint, op } = self.state.clone();
+        if checkpoint.restored_from().is_none() {
+            return Ok(());
         }
+        self.store
+            .restore_as(&checkpoint, &op, VALUES, |s: StoredSlices<A::Acc>| {
+                KeySlices::from_stored(s)
+            })?;
+        let mut live = BTreeSet::new();
+        for (_, ks) in self.store.iter() {
+            live.extend(ks.slice_ends());
+        }
+        self.live_slices = live;
+        // Key groups restored from several subtasks may have fired up to different windows:
+        // resume from the earliest (a window is never skipped).
+        for (_, bytes) in checkpoint.restored_keyed(&op, LAST_FIRED) {
+            let fired = decode_vec::<i64>(&bytes).map_err(|e| restore_error(&op, LAST_FIRED, e))?;
+            if let Some(&f) = fired.first() {
+                self.last_fired = Some(self.last_fired.map_or(f, |l| l.min(f)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the slices and the firing progress to the checkpoint passing through.
+    fn snapshot(&mut self) -> Result<()> {
+        self.flush_pending()?;
+        let StateIds { checkpoint, op } = &self.state;
+        self.store
+            .snapshot_as(checkpoint, op, VALUES, KeySlices::to_stored)?;
+        if let Some(fired) = self.last_fired {
+            let bytes = encode_vec(&[fired]).map_err(|e| restore_error(op, LAST_FIRED, e))?;
+            checkpoint.snapshot_keyed(op, LAST_FIRED, |_| true, |_| Ok(Some(bytes.clone())))?;
+        }
+        Ok(())
     }
 
     /// Number of (key, slice) accumulators held: with sliding windows this is at most one per
@@ -562,6 +641,7 @@ where
                 // At the end of a bounded input every open window fires.
                 self.advance(i64::MAX)?;
             }
+            Control::Barrier(_) => self.snapshot()?,
             _ => {}
         }
         self.late.control(control)?;
