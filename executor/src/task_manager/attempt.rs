@@ -10,6 +10,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use mesoflow_dataplane::Barrier;
+use mesoflow_dataplane::checkpoint::subtask::{
+    CheckpointServices, FINAL_CHECKPOINT, RestoredState,
+};
 use mesoflow_dataplane::jobs::{self, Params};
 use mesoflow_dataplane::plan::{SubtaskId, plan};
 use mesoflow_dataplane::runtime::channel::RemoteLinks;
@@ -19,11 +23,15 @@ use mesoflow_dataplane::shuffle::ShuffleEndpoint;
 use mesoflow_dataplane::{
     CancelToken, EngineError, EnvConfig, JobGraph, JobMetrics, RuntimeConfig, SinkSpec,
 };
+use mesoflow_proto::control::checkpointing::Mode as CheckpointMode;
+use mesoflow_proto::control::{Checkpointing, TriggerCheckpoint};
 use mesoflow_proto::control::{
     DeploySubtasks, JobDefinition, SinkDefinition, SubtaskMetrics, SubtaskRef,
     sink_definition::Kind as SinkKind,
 };
 use tokio::sync::mpsc::UnboundedSender;
+
+use super::checkpointing::{AttemptCheckpoints, Services};
 
 /// One attempt of one job: `(job id, attempt number)`.
 pub type AttemptKey = (u128, u32);
@@ -79,6 +87,7 @@ pub struct Attempt {
     key: AttemptKey,
     cancel: CancelToken,
     running: HashMap<SubtaskId, Running>,
+    checkpoints: Option<Arc<AttemptCheckpoints>>,
 }
 
 /// The job id of a `DeploySubtasks` or `CancelAttempt` (16 bytes, big-endian).
@@ -129,8 +138,11 @@ fn sink_of(sink: Option<&SinkDefinition>) -> Result<SinkSpec, String> {
     }
 }
 
-fn runtime_of(def: &JobDefinition) -> RuntimeConfig {
+fn runtime_of(def: &JobDefinition, checkpointing: Option<&Checkpointing>) -> RuntimeConfig {
     let mut config = RuntimeConfig::default();
+    if let Some(c) = checkpointing {
+        config.barrier_alignment = c.mode() != CheckpointMode::AtLeastOnce;
+    }
     if let Some(r) = &def.runtime {
         if r.batch_size > 0 {
             config.batch_size = r.batch_size as usize;
@@ -153,6 +165,8 @@ impl Attempt {
         here: &str,
         endpoint: &ShuffleEndpoint,
         exits: UnboundedSender<SubtaskExit>,
+        checkpoints: Option<Arc<AttemptCheckpoints>>,
+        restored: Option<Arc<RestoredState>>,
     ) -> Result<Self, String> {
         let key = (job_id_of(&deploy.job_id)?, deploy.attempt);
         let def = deploy.job.as_ref().ok_or("the deployment carries no job")?;
@@ -220,7 +234,7 @@ impl Attempt {
             attempt: key.1,
         });
         let cancel = CancelToken::default();
-        let config = runtime_of(def);
+        let config = runtime_of(def, deploy.checkpointing.as_ref());
         let metrics: HashMap<SubtaskId, Arc<JobMetrics>> = mine
             .iter()
             .map(|&s| (s, Arc::new(JobMetrics::default())))
@@ -234,6 +248,10 @@ impl Attempt {
                 links: Some(links),
                 config: &config,
                 cancel: &cancel,
+                checkpoints: checkpoints
+                    .clone()
+                    .map(|c| Arc::new(Services(c)) as Arc<dyn CheckpointServices>),
+                restored,
             },
             &|s| metrics.get(&s).cloned().unwrap_or_default(),
         )
@@ -250,9 +268,13 @@ impl Attempt {
             key,
             cancel: cancel.clone(),
             running: HashMap::new(),
+            checkpoints: checkpoints.clone(),
         };
         for runner in runners {
             let id = runner.id();
+            if let Some(c) = &checkpoints {
+                c.register(id, runner.checkpoint());
+            }
             let exits = exits.clone();
             let spawned = spawn_subtask(runner, move |subtask, _, result| {
                 let _ = exits.send(SubtaskExit {
@@ -285,6 +307,12 @@ impl Attempt {
         self.running.keys().copied()
     }
 
+    /// True while the attempt checkpoints: its sinks may hold pending files until the
+    /// JobManager's final commit.
+    pub fn awaits_final_commit(&self) -> bool {
+        self.checkpoints.is_some() && !self.cancel.is_cancelled()
+    }
+
     /// True once no subtask runs.
     pub fn is_done(&self) -> bool {
         self.running.is_empty()
@@ -307,6 +335,42 @@ impl Attempt {
     pub fn on_exit(&mut self, s: SubtaskId) -> Option<SubtaskMetrics> {
         let r = self.running.remove(&s)?;
         Some(metrics_of(self.key, s, &r.metrics))
+    }
+
+    /// The JobManager triggered a checkpoint: the source subtasks here inject its barrier.
+    pub fn trigger_checkpoint(&self, t: &TriggerCheckpoint) {
+        let Some(c) = &self.checkpoints else {
+            tracing::warn!(
+                checkpoint_id = t.checkpoint_id,
+                "a checkpoint was triggered for an attempt deployed without checkpointing"
+            );
+            return;
+        };
+        c.triggered(t);
+        let barrier = Barrier {
+            checkpoint_id: t.checkpoint_id,
+            timestamp_ms: t.timestamp_ms,
+            priority: false,
+        };
+        for r in self.running.values() {
+            // Only sources act on it; the others get the barrier in-band.
+            r.handle.post(TaskMail::TriggerCheckpoint(barrier));
+        }
+    }
+
+    /// A checkpoint completed: running subtasks commit through their mailbox, finished ones
+    /// (a sink that reached the end of its input) right here.
+    pub fn checkpoint_complete(&self, checkpoint_id: u64) {
+        let Some(c) = &self.checkpoints else {
+            return;
+        };
+        if checkpoint_id == FINAL_CHECKPOINT {
+            c.notify_complete(checkpoint_id);
+            return;
+        }
+        for r in self.running.values() {
+            r.handle.post(TaskMail::CheckpointComplete(checkpoint_id));
+        }
     }
 
     /// Asks every running subtask to stop.

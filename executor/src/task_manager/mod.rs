@@ -7,6 +7,7 @@
 //! (`mesoflow-executor standalone`, which reads its spec from stdin).
 
 pub mod attempt;
+pub mod checkpointing;
 pub mod session;
 
 use std::net::{IpAddr, SocketAddr};

@@ -11,16 +11,20 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesoflow_dataplane::backoff::{Backoff, BackoffConfig, BackoffShape};
+use mesoflow_dataplane::checkpoint::subtask::{FINAL_CHECKPOINT, RestoredState};
+use mesoflow_dataplane::control::ControlSender;
 use mesoflow_dataplane::control::{ControlClient, ControlConfig, ControlError};
 use mesoflow_dataplane::shuffle::{ExecutorCredentials, ShuffleEndpoint};
 use mesoflow_proto::control::{
-    Heartbeat, JobManagerMessage, RegisterTaskManager, SubtaskState, SubtaskStateChange,
-    TaskManagerMessage, job_manager_message, task_manager_message,
+    DeploySubtasks, Heartbeat, JobManagerMessage, RegisterTaskManager, SubtaskState,
+    SubtaskStateChange, TaskManagerMessage, job_manager_message, task_manager_message,
 };
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{Attempt, AttemptKey, SubtaskExit, SubtaskOutcome, job_id_of, subtask_ref};
+use super::checkpointing::{AttemptCheckpoints, RestoreError, load_restore};
 
 /// What a session needs to know.
 pub struct SessionConfig {
@@ -108,6 +112,11 @@ pub async fn run(
     registered();
     let (tx, mut rx) = client.split();
     let (exits_tx, mut exits) = mpsc::unbounded_channel::<SubtaskExit>();
+    // Deployments whose restored state is being read (off the loop), and those cancelled
+    // meanwhile.
+    let (loaded_tx, mut loaded) = mpsc::unbounded_channel::<Loaded>();
+    let mut loading_cancelled: std::collections::HashSet<AttemptKey> = Default::default();
+    let send_tx = tx.clone();
     let mut attempts: HashMap<AttemptKey, Attempt> = HashMap::new();
     let mut heartbeat = tokio::time::interval(heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -151,15 +160,66 @@ pub async fn run(
                     suppress_restart,
                     corrupt_checkpoint: 0,
                 }));
-                if attempt.is_done() {
+                // A finished attempt with two-phase-commit sinks waits for the final commit.
+                if attempt.is_done() && !attempt.awaits_final_commit() {
                     attempts.remove(&exit.attempt);
+                }
+            }
+            Some(done) = loaded.recv() => {
+                let key = (job_id_of(&done.deploy.job_id).unwrap_or_default(), done.deploy.attempt);
+                if loading_cancelled.remove(&key) {
+                    report_all(&done.deploy, SubtaskState::Canceled, String::new(), 0, &send);
+                    continue;
+                }
+                match done.restored {
+                    Ok(restored) => deploy_attempt(&config, &endpoint, &done.deploy, &exits_tx, &mut attempts, &send, &send_tx, restored.map(Arc::new)),
+                    Err(e) => {
+                        let corrupt = match &e {
+                            RestoreError::Corrupt { checkpoint_id, .. } => *checkpoint_id,
+                            RestoreError::Failed { .. } => 0,
+                        };
+                        tracing::error!(attempt = done.deploy.attempt, error = %e, "cannot restore the attempt's state");
+                        report_all(&done.deploy, SubtaskState::Failed, e.to_string(), corrupt, &send);
+                    }
                 }
             }
             message = rx.recv() => match message {
                 Ok(Some(JobManagerMessage { kind: Some(kind) })) => {
                     match kind {
                         job_manager_message::Kind::Deploy(deploy) => {
-                            deploy_attempt(&config, &endpoint, &deploy, &exits_tx, &mut attempts, &send);
+                            // An earlier attempt of the job kept for its final commit is over.
+                            attempts.retain(|k, a| !(a.is_done() && job_id_of(&deploy.job_id).is_ok_and(|j| j == k.0)));
+                            let restore = deploy.checkpointing.as_ref().and_then(|c| {
+                                c.restore.clone().map(|m| (c.restore_root.clone(), m))
+                            });
+                            match restore {
+                                None => deploy_attempt(&config, &endpoint, &deploy, &exits_tx, &mut attempts, &send, &send_tx, None),
+                                Some((root, metadata)) => {
+                                    tracing::info!(attempt = deploy.attempt, checkpoint = metadata.checkpoint_id, %root, "reading the state to restore");
+                                    let loaded_tx = loaded_tx.clone();
+                                    tokio::spawn(async move {
+                                        let restored = load_restore(&root, &metadata, &|_| true).await.map(Some);
+                                        let _ = loaded_tx.send(Loaded { deploy, restored });
+                                    });
+                                }
+                            }
+                        }
+                        job_manager_message::Kind::TriggerCheckpoint(t) => {
+                            if let Some(a) = job_id_of(&t.job_id).ok().and_then(|j| attempts.get(&(j, t.attempt))) {
+                                a.trigger_checkpoint(&t);
+                            }
+                        }
+                        job_manager_message::Kind::CheckpointComplete(c) => {
+                            let key = job_id_of(&c.job_id).ok().map(|j| (j, c.attempt));
+                            if let Some(a) = key.and_then(|k| attempts.get(&k)) {
+                                a.checkpoint_complete(c.checkpoint_id);
+                                if a.is_done() && c.checkpoint_id == FINAL_CHECKPOINT {
+                                    attempts.remove(&key.unwrap_or_default());
+                                }
+                            }
+                        }
+                        job_manager_message::Kind::CheckpointAborted(a) => {
+                            tracing::debug!(checkpoint_id = a.checkpoint_id, reason = %a.reason, "checkpoint aborted");
                         }
                         job_manager_message::Kind::Cancel(cancel) => {
                             match job_id_of(&cancel.job_id) {
@@ -167,6 +227,9 @@ pub async fn run(
                                     if let Some(a) = attempts.get(&(job, cancel.attempt)) {
                                         tracing::info!(attempt = cancel.attempt, "cancelling the attempt's subtasks");
                                         a.cancel_all();
+                                    } else {
+                                        // Still reading its state: it will not start.
+                                        loading_cancelled.insert((job, cancel.attempt));
                                     }
                                 }
                                 Err(e) => tracing::warn!("ignored a cancel: {e}"),
@@ -175,11 +238,6 @@ pub async fn run(
                         job_manager_message::Kind::Release(release) => {
                             tracing::info!(reason = %release.reason, "released by the JobManager");
                             break Ok(());
-                        }
-                        job_manager_message::Kind::TriggerCheckpoint(_)
-                        | job_manager_message::Kind::CheckpointComplete(_)
-                        | job_manager_message::Kind::CheckpointAborted(_) => {
-                            tracing::debug!("ignored a checkpoint message (checkpointing is not wired yet)");
                         }
                         job_manager_message::Kind::Accepted(_) | job_manager_message::Kind::Refused(_) => {
                             tracing::debug!("ignored a registration answer outside registration");
@@ -221,15 +279,69 @@ pub async fn run(
     outcome
 }
 
+/// A deployment whose restored state was read.
+struct Loaded {
+    deploy: DeploySubtasks,
+    restored: Result<Option<RestoredState>, RestoreError>,
+}
+
+/// Reports one state for every subtask a deployment names.
+fn report_all(
+    deploy: &DeploySubtasks,
+    state: SubtaskState,
+    message: String,
+    corrupt_checkpoint: u64,
+    send: &impl Fn(task_manager_message::Kind),
+) {
+    let job = job_id_of(&deploy.job_id).unwrap_or_default();
+    for p in &deploy.subtasks {
+        let s = mesoflow_dataplane::plan::SubtaskId {
+            chain: p.chain as usize,
+            index: p.index,
+        };
+        send(task_manager_message::Kind::SubtaskState(
+            SubtaskStateChange {
+                subtask: Some(subtask_ref((job, deploy.attempt), s)),
+                state: state as i32,
+                message: message.clone(),
+                metrics: None,
+                suppress_restart: false,
+                corrupt_checkpoint,
+            },
+        ));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn deploy_attempt(
     config: &SessionConfig,
     endpoint: &ShuffleEndpoint,
-    deploy: &mesoflow_proto::control::DeploySubtasks,
+    deploy: &DeploySubtasks,
     exits: &mpsc::UnboundedSender<SubtaskExit>,
     attempts: &mut HashMap<AttemptKey, Attempt>,
     send: &impl Fn(task_manager_message::Kind),
+    control: &ControlSender,
+    restored: Option<Arc<RestoredState>>,
 ) {
-    match Attempt::start(deploy, &config.task_manager_id, endpoint, exits.clone()) {
+    let key = (
+        job_id_of(&deploy.job_id).unwrap_or_default(),
+        deploy.attempt,
+    );
+    let checkpoints = deploy.checkpointing.as_ref().map(|_| {
+        Arc::new(AttemptCheckpoints::new(
+            key,
+            control.clone(),
+            tokio::runtime::Handle::current(),
+        ))
+    });
+    match Attempt::start(
+        deploy,
+        &config.task_manager_id,
+        endpoint,
+        exits.clone(),
+        checkpoints,
+        restored,
+    ) {
         Ok(attempt) => {
             tracing::info!(
                 attempt = deploy.attempt,
@@ -254,23 +366,13 @@ fn deploy_attempt(
         }
         Err(message) => {
             tracing::error!(attempt = deploy.attempt, %message, "deployment refused");
-            let job = job_id_of(&deploy.job_id).unwrap_or_default();
-            for p in &deploy.subtasks {
-                let s = mesoflow_dataplane::plan::SubtaskId {
-                    chain: p.chain as usize,
-                    index: p.index,
-                };
-                send(task_manager_message::Kind::SubtaskState(
-                    SubtaskStateChange {
-                        subtask: Some(subtask_ref((job, deploy.attempt), s)),
-                        state: SubtaskState::Failed as i32,
-                        message: format!("deployment failed: {message}"),
-                        metrics: None,
-                        suppress_restart: false,
-                        corrupt_checkpoint: 0,
-                    },
-                ));
-            }
+            report_all(
+                deploy,
+                SubtaskState::Failed,
+                format!("deployment failed: {message}"),
+                0,
+                send,
+            );
         }
     }
 }

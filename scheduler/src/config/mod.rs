@@ -455,6 +455,8 @@ impl Configuration {
                 channel_capacity: int("execution.channel-capacity") as usize,
                 buffer_timeout_ms: (v.duration("execution.buffer-timeout").as_millis() as u64)
                     .max(1),
+                // Follows the checkpointing mode of each attempt (set by the TaskManager).
+                barrier_alignment: true,
             },
         };
         let cluster = ClusterOptions {

@@ -1,0 +1,371 @@
+//! A TaskManager's side of checkpoints for one attempt: which checkpoints were triggered,
+//! uploading what its subtasks snapshot, acknowledging them to the JobManager, and reading the
+//! state an attempt restores.
+//!
+//! Subtask threads hand their snapshot in at a barrier and go on; compression, the write to
+//! the checkpoint storage (local or HDFS) and the acknowledgement happen here, on the
+//! TaskManager's runtime. A failed upload declines the checkpoint: the job keeps running.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use mesoflow_dataplane::checkpoint::segment;
+use mesoflow_dataplane::checkpoint::storage::{self, CheckpointStorage};
+use mesoflow_dataplane::checkpoint::subtask::{
+    CheckpointServices, KeyGroupPiece, RestoredState, SubtaskCheckpoint, SubtaskSnapshot,
+    TriggerInfo,
+};
+use mesoflow_dataplane::control::ControlSender;
+use mesoflow_dataplane::plan::SubtaskId;
+use mesoflow_proto::checkpoint::{
+    CheckpointMetadata, KeyGroupState, OperatorSnapshot, Segment, SubtaskState,
+};
+use mesoflow_proto::control::{
+    AcknowledgeCheckpoint, DeclineCheckpoint, TaskManagerMessage, TriggerCheckpoint,
+    task_manager_message,
+};
+use parking_lot::Mutex;
+
+use super::attempt::{AttemptKey, subtask_ref};
+
+struct Triggered {
+    info: TriggerInfo,
+    target_dir: String,
+}
+
+/// Checkpoint services of one attempt in this TaskManager.
+pub struct AttemptCheckpoints {
+    key: AttemptKey,
+    triggered: Mutex<BTreeMap<u64, Triggered>>,
+    storages: Mutex<HashMap<String, Arc<dyn CheckpointStorage>>>,
+    subtasks: Mutex<HashMap<SubtaskId, SubtaskCheckpoint>>,
+    send: ControlSender,
+    runtime: tokio::runtime::Handle,
+}
+
+impl AttemptCheckpoints {
+    /// Services for attempt `key`, acknowledging over `send`.
+    pub fn new(key: AttemptKey, send: ControlSender, runtime: tokio::runtime::Handle) -> Self {
+        Self {
+            key,
+            triggered: Mutex::new(BTreeMap::new()),
+            storages: Mutex::new(HashMap::new()),
+            subtasks: Mutex::new(HashMap::new()),
+            send,
+            runtime,
+        }
+    }
+
+    /// Knows the subtask's checkpointing (to record where its uploads went).
+    pub fn register(&self, id: SubtaskId, checkpoint: SubtaskCheckpoint) {
+        self.subtasks.lock().insert(id, checkpoint);
+    }
+
+    /// The JobManager triggered a checkpoint: remembered before any barrier of it can reach a
+    /// subtask here. Older triggers are forgotten (at most a few are in flight).
+    pub fn triggered(&self, t: &TriggerCheckpoint) {
+        let mut triggered = self.triggered.lock();
+        triggered.insert(
+            t.checkpoint_id,
+            Triggered {
+                info: TriggerInfo {
+                    full: t.full,
+                    base: t.base_checkpoint,
+                    savepoint: t.savepoint,
+                },
+                target_dir: t.target_dir.clone(),
+            },
+        );
+        while triggered.len() > 16 {
+            triggered.pop_first();
+        }
+    }
+
+    /// Runs the completion hooks of every subtask of the attempt (running or finished).
+    pub fn notify_complete(&self, checkpoint_id: u64) {
+        let subtasks: Vec<_> = self.subtasks.lock().values().cloned().collect();
+        for s in subtasks {
+            if let Err(e) = s.notify_complete(checkpoint_id) {
+                tracing::error!(checkpoint_id, error = %e, "committing after a completed checkpoint failed");
+            }
+        }
+    }
+
+    fn storage(&self, uri: &str) -> Result<Arc<dyn CheckpointStorage>, String> {
+        let mut storages = self.storages.lock();
+        if let Some(s) = storages.get(uri) {
+            return Ok(s.clone());
+        }
+        let s = storage::open(uri).map_err(|e| e.to_string())?;
+        storages.insert(uri.to_owned(), s.clone());
+        Ok(s)
+    }
+
+    fn send(&self, kind: task_manager_message::Kind) {
+        if let Err(e) = self.send.send(TaskManagerMessage { kind: Some(kind) }) {
+            tracing::debug!(error = %e, "checkpoint message not sent");
+        }
+    }
+
+    async fn upload(self: Arc<Self>, snapshot: SubtaskSnapshot) {
+        let started = Instant::now();
+        let id = snapshot.checkpoint_id;
+        let subtask = snapshot.subtask;
+        let target = {
+            let t = self.triggered.lock();
+            t.get(&id).map(|t| (t.target_dir.clone(), t.info.savepoint))
+        };
+        let Some((target_dir, savepoint)) = target else {
+            self.decline_now(subtask, id, "the checkpoint is no longer known".into());
+            return;
+        };
+        let name = format!(
+            "{}chk-{id}-a{}-{}-{}-{:08x}.state",
+            if savepoint { "" } else { "shared/" },
+            self.key.1,
+            subtask.chain,
+            subtask.index,
+            rand::random::<u32>()
+        );
+        // One file per subtask and checkpoint; each piece of state a frame in it.
+        let mut file = Vec::new();
+        let mut frame = |bytes: &[u8]| {
+            let f = segment::encode(bytes);
+            let seg = Segment {
+                path: name.clone(),
+                offset: file.len() as u64,
+                length: f.len() as u64,
+                checksum: segment::frame_checksum(&f),
+            };
+            file.extend_from_slice(&f);
+            seg
+        };
+        let mut operators: BTreeMap<String, OperatorSnapshot> = BTreeMap::new();
+        let mut written = Vec::new();
+        for (op, shape) in &snapshot.shapes {
+            operators.insert(
+                op.clone(),
+                OperatorSnapshot {
+                    operator_id: op.clone(),
+                    parallelism: shape.parallelism,
+                    max_parallelism: shape.max_parallelism,
+                    key_groups: Vec::new(),
+                    subtasks: Vec::new(),
+                },
+            );
+        }
+        for part in &snapshot.keyed {
+            let state = match &part.piece {
+                KeyGroupPiece::Written(bytes) => {
+                    let h = KeyGroupState {
+                        state_name: part.state_name.clone(),
+                        key_group: part.key_group,
+                        segment: Some(frame(bytes)),
+                        written_by: id,
+                    };
+                    written.push((part.operator_id.clone(), part.state_name.clone(), h.clone()));
+                    h
+                }
+                KeyGroupPiece::Unchanged(h) => h.clone(),
+            };
+            if let Some(o) = operators.get_mut(&part.operator_id) {
+                o.key_groups.push(state);
+            }
+        }
+        for part in &snapshot.operator {
+            let seg = frame(&part.bytes);
+            if let Some(o) = operators.get_mut(&part.operator_id) {
+                o.subtasks.push(SubtaskState {
+                    subtask: subtask.index,
+                    state_name: part.state_name.clone(),
+                    segment: Some(seg),
+                });
+            }
+        }
+        let bytes_written = file.len() as u64;
+        if !file.is_empty() {
+            let storage = match self.storage(&target_dir) {
+                Ok(s) => s,
+                Err(e) => return self.decline_now(subtask, id, e),
+            };
+            if let Err(e) = storage.write(&name, Bytes::from(file)).await {
+                return self.decline_now(subtask, id, format!("cannot write state: {e}"));
+            }
+        }
+        if let Some(cp) = self.subtasks.lock().get(&subtask) {
+            cp.uploaded(id, written);
+        }
+        tracing::debug!(
+            checkpoint_id = id,
+            ?subtask,
+            bytes_written,
+            "snapshot uploaded"
+        );
+        self.send(task_manager_message::Kind::AcknowledgeCheckpoint(
+            AcknowledgeCheckpoint {
+                subtask: Some(subtask_ref(self.key, subtask)),
+                checkpoint_id: id,
+                operators: operators.into_values().collect(),
+                bytes_written,
+                sync_millis: snapshot.sync_millis,
+                async_millis: started.elapsed().as_millis() as u64,
+            },
+        ));
+    }
+
+    fn decline_now(&self, subtask: SubtaskId, checkpoint_id: u64, reason: String) {
+        tracing::warn!(checkpoint_id, ?subtask, %reason, "declining a checkpoint");
+        self.send(task_manager_message::Kind::DeclineCheckpoint(
+            DeclineCheckpoint {
+                subtask: Some(subtask_ref(self.key, subtask)),
+                checkpoint_id,
+                reason,
+            },
+        ));
+    }
+}
+
+/// The services as the dataplane sees them.
+pub struct Services(pub Arc<AttemptCheckpoints>);
+
+impl CheckpointServices for Services {
+    fn trigger(&self, checkpoint_id: u64) -> Option<TriggerInfo> {
+        self.0
+            .triggered
+            .lock()
+            .get(&checkpoint_id)
+            .map(|t| t.info.clone())
+    }
+
+    fn submit(&self, snapshot: SubtaskSnapshot) {
+        let this = self.0.clone();
+        self.0.runtime.spawn(this.upload(snapshot));
+    }
+
+    fn decline(&self, subtask: SubtaskId, checkpoint_id: u64, reason: String) {
+        self.0.decline_now(subtask, checkpoint_id, reason);
+    }
+}
+
+/// Why restored state could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// A file is missing, truncated or fails its checksum.
+    #[error("checkpoint {checkpoint_id} is corrupt or incomplete: {message}")]
+    Corrupt {
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// What is wrong, naming the file.
+        message: String,
+    },
+    /// The storage could not be reached or the metadata is unusable.
+    #[error("cannot restore checkpoint {checkpoint_id}: {message}")]
+    Failed {
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Reads and checks the state of `metadata` (relative to `root`) that the operators in
+/// `wanted` need: every segment's checksum is verified before it is decoded.
+pub async fn load_restore(
+    root: &str,
+    metadata: &CheckpointMetadata,
+    wanted: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<RestoredState, RestoreError> {
+    let id = metadata.checkpoint_id;
+    let failed = |message: String| RestoreError::Failed {
+        checkpoint_id: id,
+        message,
+    };
+    let corrupt = |message: String| RestoreError::Corrupt {
+        checkpoint_id: id,
+        message,
+    };
+    if metadata.format_version != mesoflow_proto::checkpoint::FORMAT_VERSION {
+        return Err(failed(format!(
+            "metadata format {} is not the {} this build reads",
+            metadata.format_version,
+            mesoflow_proto::checkpoint::FORMAT_VERSION
+        )));
+    }
+    let storage = storage::open(root).map_err(|e| failed(e.to_string()))?;
+    let mut files: HashMap<String, Bytes> = HashMap::new();
+    let mut restored = RestoredState {
+        checkpoint_id: id,
+        shared: !metadata.savepoint,
+        ..Default::default()
+    };
+    for op in metadata.operators.iter().filter(|o| wanted(&o.operator_id)) {
+        restored
+            .parallelism
+            .insert(op.operator_id.clone(), op.parallelism);
+        for kg in &op.key_groups {
+            let seg = kg
+                .segment
+                .as_ref()
+                .ok_or_else(|| corrupt("a key group without segment".into()))?;
+            let bytes = read_segment(&*storage, &mut files, seg, &corrupt).await?;
+            restored
+                .keyed
+                .entry((op.operator_id.clone(), kg.state_name.clone()))
+                .or_default()
+                .insert(kg.key_group, (bytes, kg.clone()));
+        }
+        for st in &op.subtasks {
+            let seg = st
+                .segment
+                .as_ref()
+                .ok_or_else(|| corrupt("a subtask state without segment".into()))?;
+            let bytes = read_segment(&*storage, &mut files, seg, &corrupt).await?;
+            restored
+                .operator
+                .entry((op.operator_id.clone(), st.state_name.clone()))
+                .or_default()
+                .insert(st.subtask, bytes);
+        }
+    }
+    Ok(restored)
+}
+
+async fn read_segment(
+    storage: &dyn CheckpointStorage,
+    files: &mut HashMap<String, Bytes>,
+    seg: &Segment,
+    corrupt: &(dyn Fn(String) -> RestoreError + Sync),
+) -> Result<Vec<u8>, RestoreError> {
+    if !files.contains_key(&seg.path) {
+        let data = storage
+            .read(&seg.path)
+            .await
+            .map_err(|e| corrupt(format!("{e}")))?;
+        files.insert(seg.path.clone(), data);
+    }
+    let data = &files[&seg.path];
+    let end = seg
+        .offset
+        .checked_add(seg.length)
+        .filter(|e| *e <= data.len() as u64)
+        .ok_or_else(|| {
+            corrupt(format!(
+                "{}: segment {}+{} lies beyond its {} bytes (truncated?)",
+                seg.path,
+                seg.offset,
+                seg.length,
+                data.len()
+            ))
+        })?;
+    let frame = &data[seg.offset as usize..end as usize];
+    let sum = segment::frame_checksum(frame);
+    if sum != seg.checksum {
+        return Err(corrupt(format!(
+            "{}: checksum mismatch at offset {} (stored {:016x}, computed {sum:016x})",
+            seg.path, seg.offset, seg.checksum
+        )));
+    }
+    segment::decode(frame).map_err(|e| corrupt(format!("{}: {e}", seg.path)))
+}
