@@ -97,6 +97,8 @@ fn on_two_executors(
                 links: Some(links),
                 config: &runtime_config,
                 cancel: &cancel,
+                checkpoints: None,
+                restored: None,
             },
             &|_| m.clone(),
         )
