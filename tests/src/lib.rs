@@ -12,6 +12,7 @@
 //! [`cluster`] (the tokio/axum shell that runs it all on 127.0.0.1 and exposes test hooks).
 
 pub mod agent;
+pub mod cli;
 pub mod cluster;
 pub mod http;
 pub mod json;

@@ -4,142 +4,13 @@
 //!
 //! Every result is compared with the same job run in one process by the engine itself.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use mesoflow_dataplane::checksum::checksum_line;
 use mesoflow_dataplane::jobs;
-use mesoflow_tests::workspace::{binary, reference};
-
-/// `mesoflow run <job> ...` (with `--sink checksum` unless `extra` names a sink), its output
-/// piped.
-fn mesoflow_run(job: &str, params: &[(&str, &str)], extra: &[&str]) -> Command {
-    let mut cmd = Command::new(binary("mesoflow"));
-    cmd.arg("run").arg(job);
-    if !extra.contains(&"--sink") {
-        cmd.args(["--sink", "checksum"]);
-    }
-    for (k, v) in params {
-        cmd.arg("-p").arg(format!("{k}={v}"));
-    }
-    cmd.args(extra)
-        .env("MESOFLOW_EXECUTOR_BIN", binary("mesoflow-executor"))
-        .env(
-            "MESOFLOW_LOG",
-            "warn,mesoflow_scheduler::cli=info,mesoflow_executor::task_manager=info",
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Runs to the end; (exit code, stdout, stderr).
-fn run_to_end(mut cmd: Command) -> (Option<i32>, String, String) {
-    let out = cmd.output().expect("mesoflow runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// A running CLI whose stderr lines arrive on a channel (and are kept).
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(mut cmd: Command) -> Self {
-        let mut child = cmd.spawn().expect("mesoflow starts");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for a stderr line containing `needle`; returns it.
-    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(needle) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "no stderr line with '{needle}' within {timeout:?}; stderr so far:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits for the exit; (code, stdout, all stderr).
-    fn finish(mut self, timeout: Duration) -> (Option<i32>, String, String) {
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "mesoflow did not exit within {timeout:?}; stderr:\n{}",
-                    self.seen.join("\n")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            use std::io::Read;
-            let _ = out.read_to_string(&mut stdout);
-        }
-        // The reader thread ends with the pipe.
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            self.seen.push(line);
-        }
-        (status.code(), stdout, self.seen.join("\n"))
-    }
-}
-
-/// The pid in a "started TaskManager <id> (pid <n>)" line.
-fn pid_of(line: &str) -> i32 {
-    line.rsplit("(pid ")
-        .next()
-        .and_then(|rest| rest.trim_end_matches(')').parse().ok())
-        .unwrap_or_else(|| panic!("no pid in '{line}'"))
-}
-
-/// True while a process exists and is not a zombie.
-fn alive(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
-}
+use mesoflow_tests::cli::{Running, alive, mesoflow_run, pid_of, run_to_end};
+use mesoflow_tests::workspace::reference;
 
 #[test]
 fn every_built_in_job_on_two_executors_gives_the_single_process_checksum() {
@@ -318,7 +189,7 @@ fn ctrl_c_stops_the_job_and_leaves_no_executor_process() {
     run.wait_for("deployed", Duration::from_secs(30));
     run.wait_for("deployed", Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(500));
-    let cli = run.child.id() as i32;
+    let cli = run.pid();
     // SAFETY: a plain kill(2) of this test's own child; SIGINT is what a terminal's Ctrl-C sends.
     assert_eq!(unsafe { libc::kill(cli, libc::SIGINT) }, 0);
     let (code, _, stderr) = run.finish(Duration::from_secs(40));
