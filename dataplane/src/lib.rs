@@ -69,6 +69,7 @@ pub mod sinks;
 pub mod source;
 pub mod sources;
 pub mod state;
+pub mod state_primitives;
 pub mod stream;
 pub mod timers;
 pub mod watermarks;

@@ -38,7 +38,7 @@ impl<K: Key, V> KeyedStore<K, V> {
             range,
             max_parallelism,
             groups: (0..range.len()).map(|_| FastMap::default()).collect(),
-            changed: vec![false; range.len() as usize],
+            changed: vec![false; range.len()],
         }
     }
 
@@ -260,13 +260,13 @@ impl<V> ListState<V> {
     }
 }
 
-/// A map per key.
-#[derive(Debug, Clone)]
-pub struct MapState<UK, UV>(FastMap<UK, UV>);
+/// A map per key (stored as a plain `HashMap`: the fast hasher's random seed is not state).
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct MapState<UK: std::hash::Hash + Eq, UV>(HashMap<UK, UV>);
 
-impl<UK, UV> Default for MapState<UK, UV> {
+impl<UK: std::hash::Hash + Eq, UV> Default for MapState<UK, UV> {
     fn default() -> Self {
-        Self(FastMap::default())
+        Self(HashMap::default())
     }
 }
 

@@ -46,7 +46,8 @@ fn slicing(size: i64, slide: i64, lateness: i64, domain: TimeDomain) -> (Op, Sin
         &TaskContext::for_test(),
         Box::new(out.clone()),
         Box::new(late.clone()),
-    );
+    )
+    .unwrap();
     (op, out, late)
 }
 
@@ -204,7 +205,8 @@ fn session(gap: i64, lateness: i64) -> (SessionOp, Sink, Late) {
         &TaskContext::for_test(),
         Box::new(out.clone()),
         Box::new(late.clone()),
-    );
+    )
+    .unwrap();
     (op, out, late)
 }
 
@@ -298,7 +300,8 @@ proptest::proptest! {
             &TaskContext::for_test(),
             Box::new(slow_out.clone()),
             Box::new(slow_late.clone()),
-        );
+        )
+        .unwrap();
         let mut max_ts = i64::MIN;
         for (i, chunk) in records.chunks(every).enumerate() {
             fast.batch(recs(chunk)).unwrap();

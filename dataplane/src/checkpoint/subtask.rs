@@ -108,6 +108,9 @@ pub trait CheckpointServices: Send + Sync {
     fn decline(&self, subtask: SubtaskId, checkpoint_id: u64, reason: String);
 }
 
+/// One restored keyed state: key group -> (raw bytes, where they lie).
+pub type RestoredKeyGroups = BTreeMap<u32, (Vec<u8>, KeyGroupState)>;
+
 /// Restored state, decoded from its segments, for the subtasks of one TaskManager.
 #[derive(Debug, Default)]
 pub struct RestoredState {
@@ -117,7 +120,7 @@ pub struct RestoredState {
     /// segments; false for a savepoint (self-contained, owned by the user).
     pub shared: bool,
     /// Keyed state: (operator, state) -> key group -> (raw bytes, where they lie).
-    pub keyed: HashMap<(String, String), BTreeMap<u32, (Vec<u8>, KeyGroupState)>>,
+    pub keyed: HashMap<(String, String), RestoredKeyGroups>,
     /// Operator state: (operator, state) -> snapshotted subtask -> raw bytes.
     pub operator: HashMap<(String, String), BTreeMap<u32, Vec<u8>>>,
     /// Parallelism of each operator when it was snapshotted.
