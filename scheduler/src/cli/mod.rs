@@ -57,6 +57,40 @@ pub enum Command {
     List(ListArgs),
     /// Cancel a job on a cluster.
     Cancel(CancelArgs),
+    /// Take a savepoint of a job on a cluster.
+    Savepoint(SavepointArgs),
+    /// Stop a job on a cluster with a savepoint (it ends FINISHED).
+    Stop(StopArgs),
+}
+
+/// `mesoflow savepoint`.
+#[derive(Debug, clap::Args)]
+pub struct SavepointArgs {
+    /// The job's id (32 hex digits, see `mesoflow list`).
+    pub job_id: String,
+    /// Directory to create the savepoint in (default: the cluster's state.savepoints.dir).
+    pub target_directory: Option<String>,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// `mesoflow stop`.
+#[derive(Debug, clap::Args)]
+pub struct StopArgs {
+    /// The job's id (32 hex digits, see `mesoflow list`).
+    pub job_id: String,
+    /// Directory to create the savepoint in (default: the cluster's state.savepoints.dir).
+    #[arg(
+        short = 'p',
+        long = "savepoint",
+        visible_alias = "savepointPath",
+        value_name = "DIR"
+    )]
+    pub savepoint: Option<String>,
+    /// The cluster.
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
 }
 
 /// Which cluster to talk to.
@@ -139,6 +173,9 @@ pub struct RunArgs {
     /// With --jobmanager: print the job id and return instead of following the job.
     #[arg(long)]
     pub detached: bool,
+    /// Savepoint (or retained checkpoint) directory to start from.
+    #[arg(short = 's', long = "fromSavepoint", value_name = "PATH")]
+    pub from_savepoint: Option<String>,
     /// Run on this cluster instead of locally.
     #[command(flatten)]
     pub cluster: ClusterArgs,
@@ -186,6 +223,30 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
             remote::block_on(remote::list(&client, &mut std::io::stdout()))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Savepoint(args) => {
+            let client = args.cluster.client("savepoint")?;
+            remote::block_on(remote::savepoint(
+                &client,
+                &args.job_id,
+                args.target_directory.as_deref(),
+                false,
+                SAVEPOINT_POLL,
+                &mut std::io::stdout(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stop(args) => {
+            let client = args.cluster.client("stop")?;
+            remote::block_on(remote::savepoint(
+                &client,
+                &args.job_id,
+                args.savepoint.as_deref(),
+                true,
+                SAVEPOINT_POLL,
+                &mut std::io::stdout(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cancel(args) => {
             let client = args.cluster.client("cancel")?;
             remote::block_on(remote::cancel(
@@ -212,7 +273,8 @@ fn run_remote(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
     let client = args.cluster.client("run")?;
     let sink = sink_spec(args.sink, args.output.clone())?;
     let checksum_line = matches!(sink, SinkSpec::Checksum);
-    let request = job_request(&args.job, &args.params, args.parallelism, sink)?;
+    let mut request = job_request(&args.job, &args.params, args.parallelism, sink)?;
+    request.savepoint_path = args.from_savepoint.clone();
     let interrupt = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
@@ -230,6 +292,9 @@ fn run_remote(args: RunArgs, overrides: &[String]) -> Result<ExitCode> {
         &mut std::io::stderr(),
     ))
 }
+
+/// How often `mesoflow savepoint` and `stop` ask whether the savepoint is done.
+const SAVEPOINT_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The text `mesoflow jobs` prints.
 pub fn jobs_listing() -> String {
@@ -310,12 +375,24 @@ fn run(args: RunArgs, overrides: &[String], config_file: Option<PathBuf>) -> Res
         .enable_all()
         .build()
         .context("cannot start the tokio runtime")?;
+    let initial_restore = match &args.from_savepoint {
+        Some(path) => Some(
+            runtime
+                .block_on(session::read_restore(path, &prepared.operator_ids))
+                .context("cannot start from the savepoint")?,
+        ),
+        None => None,
+    };
     let started = std::time::Instant::now();
     let job = LocalJob {
         submission: JobSubmission {
             job_id: rand::random(),
             definition: prepared.definition,
             chains: prepared.chains,
+            source_chains: prepared.source_chains,
+            checkpointing: local.checkpointing.clone(),
+            initial_restore,
+            submitted_at_ms: crate::job_manager::session::epoch_millis_now(),
         },
         name: prepared.display_name,
         vertex_names: prepared.vertex_names,
@@ -398,6 +475,7 @@ pub fn job_request(
         max_parallelism: None,
         sink,
         name: None,
+        savepoint_path: None,
     })
 }
 

@@ -16,7 +16,8 @@ use serde::de::DeserializeOwned;
 use super::summary;
 use crate::job_manager::request::{JobRequest, SinkRequest};
 use crate::rest::api::{
-    ErrorBody, JobDetails, JobId, JobOverview, JobState, JobsOverview, SubmitResponse,
+    AsynchronousOperationResult, ErrorBody, JobDetails, JobId, JobOverview, JobState, JobsOverview,
+    SavepointOperation, SubmitResponse, TriggerResponse,
 };
 
 /// How often a followed job is polled.
@@ -159,6 +160,50 @@ impl Client {
             )
             .await?;
         Ok(())
+    }
+
+    /// `POST /jobs/{id}/savepoints`: the trigger's request id.
+    pub async fn trigger_savepoint(
+        &self,
+        id: &JobId,
+        target: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let body = serde_json::json!({ "target-directory": target, "cancel-job": false });
+        let r: TriggerResponse = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/jobs/{id}/savepoints"),
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
+        Ok(r.request_id)
+    }
+
+    /// `POST /jobs/{id}/stop`: the trigger's request id.
+    pub async fn stop(&self, id: &JobId, target: Option<&str>) -> Result<String, ClientError> {
+        let body = serde_json::json!({ "targetDirectory": target, "drain": false });
+        let r: TriggerResponse = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/jobs/{id}/stop"),
+                Some(body.to_string().into_bytes()),
+            )
+            .await?;
+        Ok(r.request_id)
+    }
+
+    /// `GET /jobs/{id}/savepoints/{trigger}`.
+    pub async fn savepoint_status(
+        &self,
+        id: &JobId,
+        trigger: &str,
+    ) -> Result<AsynchronousOperationResult, ClientError> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/jobs/{id}/savepoints/{trigger}"),
+            None,
+        )
+        .await
     }
 }
 
@@ -392,6 +437,50 @@ pub async fn cancel(client: &Client, id: &str, out: &mut dyn Write) -> Result<()
     Ok(())
 }
 
+/// `mesoflow savepoint` and `mesoflow stop`: triggers, then polls until the savepoint is done.
+pub async fn savepoint(
+    client: &Client,
+    id: &str,
+    target: Option<&str>,
+    stop: bool,
+    poll: std::time::Duration,
+    out: &mut dyn Write,
+) -> Result<String> {
+    let id: JobId = id.parse()?;
+    let request = if stop {
+        client.stop(&id, target).await
+    } else {
+        client.trigger_savepoint(&id, target).await
+    }
+    .with_context(|| format!("cannot trigger a savepoint of job {id}"))?;
+    writeln!(
+        out,
+        "Triggering savepoint for job {id}. Waiting for response..."
+    )?;
+    loop {
+        let status = client
+            .savepoint_status(&id, &request)
+            .await
+            .with_context(|| format!("cannot get the status of savepoint {request}"))?;
+        match status.operation {
+            Some(SavepointOperation::Location { location }) => {
+                writeln!(out, "Savepoint completed. Path: {location}")?;
+                if stop {
+                    writeln!(out, "Job {id} is stopping.")?;
+                }
+                return Ok(location);
+            }
+            Some(SavepointOperation::Failure { failure_cause }) => {
+                bail!(
+                    "savepoint of job {id} failed: {}",
+                    failure_cause.stack_trace
+                )
+            }
+            None => tokio::time::sleep(poll).await,
+        }
+    }
+}
+
 /// Runs `f` on a small runtime; the CLI's remote commands are a handful of HTTP calls.
 pub fn block_on<T>(f: impl Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
@@ -535,6 +624,41 @@ mod tests {
         .unwrap_err();
         assert!(format!("{e:#}").contains("no-such-job"), "{e:#}");
         server.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn savepoint_triggers_polls_and_prints_the_path() {
+        let server = start(FakeBackend::new(1000), None).await;
+        let client = Client::new(&server.url(), None).unwrap();
+        let id = client.submit(&checksum_request()).await.unwrap();
+        let mut out = Vec::new();
+        let location = savepoint(
+            &client,
+            &id.to_string(),
+            Some("/sp"),
+            false,
+            Duration::from_millis(1),
+            &mut out,
+        )
+        .await
+        .unwrap();
+        assert_eq!(location, "/sp/savepoint-feed00-000000000001");
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("Savepoint completed. Path: /sp/savepoint-feed00-000000000001"),
+            "{out}"
+        );
+        let e = savepoint(
+            &client,
+            &id.to_string(),
+            None,
+            true,
+            Duration::from_millis(1),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("state.savepoints.dir"), "{e:#}");
     }
 
     #[tokio::test]

@@ -53,6 +53,9 @@ use std::time::Duration;
 use mesoflow_dataplane::RuntimeConfig;
 use mesoflow_dataplane::duration::parse_duration;
 
+use crate::job_manager::checkpoints::{
+    CheckpointSettings, CheckpointingMode, Retention, StateBackend,
+};
 use crate::job_manager::restart::RestartStrategy;
 use keys::{ALIASES, BareUnit, KEYS, Key, Kind};
 pub use sources::Source;
@@ -339,6 +342,8 @@ pub struct Configuration {
     pub mesos: MesosOptions,
     /// `high-availability.*`.
     pub high_availability: HighAvailabilityOptions,
+    /// `execution.checkpointing.*` and `state.*`.
+    pub checkpointing: CheckpointSettings,
     values: Values,
 }
 
@@ -555,6 +560,7 @@ impl Configuration {
             cluster_id: text("high-availability.cluster-id"),
             storage_dir: opt("high-availability.storageDir"),
         };
+        let checkpointing = checkpoint_settings(&v, &high_availability)?;
         Ok(Self {
             execution,
             cluster,
@@ -564,9 +570,68 @@ impl Configuration {
             rest,
             mesos,
             high_availability,
+            checkpointing,
             values: v,
         })
     }
+}
+
+/// `execution.checkpointing.*` and `state.*`, checked against each other.
+fn checkpoint_settings(
+    v: &Values,
+    ha: &HighAvailabilityOptions,
+) -> Result<CheckpointSettings, ConfigError> {
+    let interval = v.opt_duration("execution.checkpointing.interval");
+    if interval.is_some_and(|i| i.is_zero()) {
+        return Err(v.invalid(
+            "execution.checkpointing.interval",
+            "a positive duration (unset it to disable checkpoints)",
+        ));
+    }
+    if v.int("execution.checkpointing.max-concurrent-checkpoints") != 1 {
+        return Err(v.invalid(
+            "execution.checkpointing.max-concurrent-checkpoints",
+            "1 (mesoflow takes one checkpoint at a time)",
+        ));
+    }
+    let checkpoints_dir = v
+        .text("state.checkpoints.dir")
+        .map(str::to_owned)
+        .or_else(|| {
+            ha.storage_dir
+                .as_ref()
+                .map(|d| format!("{}/checkpoints", d.trim_end_matches('/')))
+        });
+    if interval.is_some() && checkpoints_dir.is_none() {
+        return Err(ConfigError::Conflict(format!(
+            "execution.checkpointing.interval is set ({}) but there is no directory for checkpoints: \
+             set state.checkpoints.dir (or high-availability.storageDir, whose checkpoints/ is used)",
+            v.raw("execution.checkpointing.interval")
+        )));
+    }
+    Ok(CheckpointSettings {
+        interval,
+        mode: match v.text("execution.checkpointing.mode") {
+            Some("AT_LEAST_ONCE") => CheckpointingMode::AtLeastOnce,
+            _ => CheckpointingMode::ExactlyOnce,
+        },
+        timeout: v.duration("execution.checkpointing.timeout"),
+        min_pause: v.duration("execution.checkpointing.min-pause"),
+        tolerable_failures: v.int("execution.checkpointing.tolerable-failed-checkpoints") as u32,
+        unaligned: v.bool("execution.checkpointing.unaligned.enabled"),
+        num_retained: v.int("state.checkpoints.num-retained") as u32,
+        checkpoints_dir,
+        savepoints_dir: v.text("state.savepoints.dir").map(str::to_owned),
+        state_backend: match v.text("state.backend.type") {
+            Some("mmap") => StateBackend::Mmap,
+            _ => StateBackend::Heap,
+        },
+        retention: match v.text("execution.checkpointing.externalized-checkpoint-retention") {
+            Some("DELETE_ON_CANCELLATION") => Retention::DeleteOnCancellation,
+            Some("RETAIN_ON_CANCELLATION") => Retention::RetainOnCancellation,
+            _ => Retention::NoExternalizedCheckpoints,
+        },
+    })
 }
 
 /// A value as listings show it: secrets masked, credentials in a ZooKeeper URL hidden.
@@ -693,6 +758,13 @@ impl Values {
         match self.value(name) {
             Some(Value::Bool(b)) => *b,
             other => panic!("{name} is not a bool with a default: {other:?}"),
+        }
+    }
+
+    pub(crate) fn opt_duration(&self, name: &str) -> Option<Duration> {
+        match self.value(name)? {
+            Value::Duration(d) => Some(*d),
+            other => panic!("{name} is not a duration: {other:?}"),
         }
     }
 

@@ -558,3 +558,87 @@ fn docs_match_the_key_table() {
         }
     }
 }
+
+#[test]
+fn checkpointing_defaults_are_flinks_and_disabled() {
+    let c = load(&[], &[], None).unwrap().config.checkpointing;
+    assert_eq!(
+        c,
+        crate::job_manager::checkpoints::CheckpointSettings::default()
+    );
+}
+
+#[test]
+fn checkpointing_keys_are_typed() {
+    use crate::job_manager::checkpoints::{CheckpointingMode, Retention, StateBackend};
+    let c = load(
+        &[
+            "execution.checkpointing.interval=1s",
+            "execution.checkpointing.mode=at_least_once",
+            "execution.checkpointing.timeout=30 s",
+            "execution.checkpointing.min-pause=500",
+            "execution.checkpointing.tolerable-failed-checkpoints=3",
+            "execution.checkpointing.unaligned.enabled=true",
+            "execution.checkpointing.externalized-checkpoint-retention=RETAIN_ON_CANCELLATION",
+            "state.checkpoints.num-retained=3",
+            "state.checkpoints.dir=hdfs://nn:8020/ck/",
+            "state.savepoints.dir=/sp",
+            "state.backend.type=hashmap",
+        ],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config
+    .checkpointing;
+    assert_eq!(c.interval, Some(Duration::from_secs(1)));
+    assert_eq!(c.mode, CheckpointingMode::AtLeastOnce);
+    assert_eq!(c.timeout, Duration::from_secs(30));
+    assert_eq!(c.min_pause, Duration::from_millis(500));
+    assert_eq!(
+        (c.tolerable_failures, c.unaligned, c.num_retained),
+        (3, true, 3)
+    );
+    assert_eq!(c.retention, Retention::RetainOnCancellation);
+    assert_eq!(c.state_backend, StateBackend::Heap);
+    assert_eq!(c.savepoints_dir.as_deref(), Some("/sp"));
+    assert_eq!(
+        c.root_of(0xab).as_deref(),
+        Some("hdfs://nn:8020/ck/000000000000000000000000000000ab")
+    );
+    let mmap = load(&["state.backend.type=mmap"], &[], None)
+        .unwrap()
+        .config;
+    assert_eq!(mmap.checkpointing.state_backend, StateBackend::Mmap);
+}
+
+#[test]
+fn checkpoint_interval_needs_a_directory() {
+    let e = load(&["execution.checkpointing.interval=1s"], &[], None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("state.checkpoints.dir"), "{e}");
+    let c = load(
+        &[
+            "execution.checkpointing.interval=1s",
+            "high-availability.storageDir=/ha/",
+        ],
+        &[],
+        None,
+    )
+    .unwrap()
+    .config;
+    assert_eq!(
+        c.checkpointing.checkpoints_dir.as_deref(),
+        Some("/ha/checkpoints")
+    );
+    let e = load(
+        &["execution.checkpointing.max-concurrent-checkpoints=2"],
+        &[],
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("one checkpoint at a time"), "{e}");
+    assert!(load(&["state.backend.type=rocksdb"], &[], None).is_err());
+}

@@ -9,16 +9,22 @@ use mesoflow_dataplane::checksum::fnv1a64;
 
 use crate::artifact_server::ArtifactServer;
 use crate::config::Configuration;
-use crate::job_manager::request::{ExecutionDefaults, prepare};
-use crate::job_manager::session::SessionHandle;
+use crate::job_manager::SavepointRequestError;
+use crate::job_manager::checkpoints::{
+    CheckpointRecord, CheckpointStats, Restore, SavepointError, SavepointStatus,
+};
+use crate::job_manager::request::{ExecutionDefaults, PreparedJob, prepare};
+use crate::job_manager::session::{SessionHandle, read_restore};
 use crate::job_manager::{
     CancelError, DispatchError, JobStatus, JobSubmission, JobView, PoolState, VertexView,
 };
 use crate::resource_manager::mesos::MesosMetrics;
 use crate::rest::api::{
-    ClusterMetrics, ClusterOverview, ConfigEntry, ExecutionState, JobDetails, JobId, JobOverview,
-    JobRequest, JobResultInfo, JobState, MesosCounters, RestBackend, RestError, TaskCounts,
-    TaskManagerInfo, VertexDetails, VertexIoMetrics, VertexMetrics,
+    AsynchronousOperationResult, BackendFuture, CheckpointCounts, CheckpointStatistics,
+    CheckpointingStatistics, ClusterMetrics, ClusterOverview, ConfigEntry, ExecutionState,
+    JobDetails, JobId, JobOverview, JobRequest, JobResultInfo, JobState, LatestCheckpoints,
+    MesosCounters, RestBackend, RestError, RestoredCheckpoint, TaskCounts, TaskManagerInfo,
+    VertexDetails, VertexIoMetrics, VertexMetrics,
 };
 
 /// Reads the Mesos driver's counters while the session loop owns the driver.
@@ -36,6 +42,7 @@ pub struct MetricsSources {
 pub struct SessionBackend {
     session: SessionHandle,
     defaults: ExecutionDefaults,
+    checkpointing: crate::job_manager::checkpoints::CheckpointSettings,
     config: Vec<ConfigEntry>,
     metrics: MetricsSources,
 }
@@ -50,6 +57,7 @@ impl SessionBackend {
                 max_parallelism: config.execution.max_parallelism,
                 runtime: config.execution.runtime.clone(),
             },
+            checkpointing: config.checkpointing.clone(),
             config: config
                 .entries()
                 .into_iter()
@@ -60,6 +68,37 @@ impl SessionBackend {
                 .collect(),
             metrics,
         }
+    }
+
+    /// Hands a prepared job (and the snapshot it starts from) to the dispatcher.
+    fn submit_prepared(
+        &self,
+        prepared: PreparedJob,
+        initial_restore: Option<Restore>,
+    ) -> Result<JobId, RestError> {
+        let job_id: u128 = rand::random();
+        let submission = JobSubmission {
+            job_id,
+            definition: prepared.definition,
+            chains: prepared.chains,
+            source_chains: prepared.source_chains,
+            checkpointing: self.checkpointing.clone(),
+            initial_restore,
+            submitted_at_ms: crate::job_manager::session::epoch_millis_now(),
+        };
+        self.session
+            .submit(
+                submission,
+                Some(prepared.display_name),
+                prepared.vertex_names,
+                None,
+            )
+            .map_err(|e| match e {
+                DispatchError::Stopping => RestError::Unavailable(e.to_string()),
+                DispatchError::Submit(e) => RestError::BadRequest(e.to_string()),
+                DispatchError::Duplicate(_) => RestError::Internal(e.to_string()),
+            })?;
+        Ok(JobId(job_id))
     }
 
     fn millis(&self, at: Instant) -> i64 {
@@ -256,26 +295,72 @@ impl RestBackend for SessionBackend {
     }
 
     fn submit(&self, request: JobRequest) -> Result<JobId, RestError> {
+        if request.savepoint_path.is_some() {
+            return Err(RestError::Internal(
+                "a submission with savepointPath must go through submit_async".into(),
+            ));
+        }
         let prepared = prepare(&request, &self.defaults)?;
-        let job_id: u128 = rand::random();
-        let submission = JobSubmission {
-            job_id,
-            definition: prepared.definition,
-            chains: prepared.chains,
-        };
+        self.submit_prepared(prepared, None)
+    }
+
+    fn submit_async(&self, request: JobRequest) -> BackendFuture<'_, Result<JobId, RestError>> {
+        Box::pin(async move {
+            let prepared = prepare(&request, &self.defaults)?;
+            let restore = match &request.savepoint_path {
+                Some(path) => Some(
+                    read_restore(path, &prepared.operator_ids)
+                        .await
+                        .map_err(|e| RestError::BadRequest(e.to_string()))?,
+                ),
+                None => None,
+            };
+            self.submit_prepared(prepared, restore)
+        })
+    }
+
+    fn trigger_savepoint(
+        &self,
+        id: &JobId,
+        target_directory: Option<String>,
+        stop: bool,
+    ) -> Result<String, RestError> {
         self.session
-            .submit(
-                submission,
-                Some(prepared.display_name),
-                prepared.vertex_names,
-                None,
-            )
+            .trigger_savepoint(id.0, target_directory.as_deref(), stop)
             .map_err(|e| match e {
-                DispatchError::Stopping => RestError::Unavailable(e.to_string()),
-                DispatchError::Submit(e) => RestError::BadRequest(e.to_string()),
-                DispatchError::Duplicate(_) => RestError::Internal(e.to_string()),
-            })?;
-        Ok(JobId(job_id))
+                SavepointRequestError::Unknown(_) => RestError::unknown_job(id),
+                SavepointRequestError::Refused(SavepointError::NoTargetDirectory) => {
+                    RestError::BadRequest(e.to_string())
+                }
+                SavepointRequestError::Refused(_) => RestError::Conflict(e.to_string()),
+            })
+    }
+
+    fn savepoint_status(
+        &self,
+        id: &JobId,
+        trigger_id: &str,
+    ) -> Result<AsynchronousOperationResult, RestError> {
+        if self.session.job(id.0).is_none() {
+            return Err(RestError::unknown_job(id));
+        }
+        match self.session.savepoint_status(id.0, trigger_id) {
+            None => Err(RestError::NotFound(format!(
+                "savepoint trigger {trigger_id} of job {id} not found"
+            ))),
+            Some(SavepointStatus::InProgress) => Ok(AsynchronousOperationResult::in_progress()),
+            Some(SavepointStatus::Completed { location }) => {
+                Ok(AsynchronousOperationResult::completed(location))
+            }
+            Some(SavepointStatus::Failed { cause }) => {
+                Ok(AsynchronousOperationResult::failed(cause))
+            }
+        }
+    }
+
+    fn checkpoints(&self, id: &JobId) -> Option<CheckpointingStatistics> {
+        let stats = self.session.checkpoint_stats(id.0)?;
+        Some(checkpointing_statistics(stats))
     }
 
     fn cancel(&self, id: &JobId) -> Result<(), RestError> {
@@ -327,4 +412,43 @@ fn vertex_state(tasks: &BTreeMap<ExecutionState, u32>, job: JobStatus) -> Execut
 /// A stable id for a job's vertex (Flink's are 32 hex digits).
 fn vertex_id(job_name: &str, chain: usize) -> String {
     format!("{:016x}{:016x}", fnv1a64(job_name.as_bytes()), chain)
+}
+
+/// The coordinator's statistics in Flink's shape.
+fn checkpointing_statistics(stats: CheckpointStats) -> CheckpointingStatistics {
+    let one = |r: CheckpointRecord| CheckpointStatistics {
+        id: r.id,
+        status: serde_json::to_value(r.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        is_savepoint: r.savepoint,
+        trigger_timestamp: r.trigger_timestamp_ms,
+        latest_ack_timestamp: r.latest_ack_timestamp_ms,
+        state_size: r.state_size,
+        checkpointed_size: r.bytes_written,
+        end_to_end_duration: r.duration_ms,
+        num_subtasks: r.num_subtasks,
+        num_acknowledged_subtasks: r.num_acknowledged,
+        external_path: r.external_path,
+        failure_message: r.failure,
+    };
+    CheckpointingStatistics {
+        counts: CheckpointCounts {
+            restored: u64::from(stats.restored_from.is_some()),
+            total: stats.triggered,
+            in_progress: stats.in_progress,
+            completed: stats.completed,
+            failed: stats.failed,
+        },
+        latest: LatestCheckpoints {
+            completed: stats.latest_completed.map(one),
+            savepoint: stats.latest_savepoint.map(one),
+            failed: stats.latest_failed.map(one),
+            restored: stats
+                .restored_from
+                .map(|external_path| RestoredCheckpoint { external_path }),
+        },
+        history: stats.history.into_iter().map(one).collect(),
+    }
 }

@@ -23,6 +23,7 @@ use mesoflow_proto::control::{
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use super::checkpoints::{CheckpointStats, SavepointError, SavepointStatus};
 use super::master::{
     Action, JobManagerConfig, JobMaster, JobOutcome, JobStatus, JobSubmission, RegistrationError,
     SubmitError,
@@ -72,6 +73,34 @@ pub enum DispatcherAction {
         /// What (boxed: a deployment carries a whole job definition).
         message: Box<JobManagerMessage>,
     },
+    /// Write a checkpoint's `_metadata` through the storage at `root` (atomically), then
+    /// report [`Dispatcher::metadata_written`]. Must not block the loop.
+    WriteMetadata {
+        /// The job.
+        job_id: u128,
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// Storage root URI.
+        root: String,
+        /// Path under the root.
+        path: String,
+        /// The encoded metadata.
+        bytes: bytes::Bytes,
+    },
+    /// Delete files under a storage root (best effort, off the loop).
+    DeleteFiles {
+        /// Storage root URI.
+        root: String,
+        /// Paths under it.
+        paths: Vec<String>,
+    },
+    /// Delete a directory under a storage root (best effort, off the loop).
+    DeleteDir {
+        /// Storage root URI.
+        root: String,
+        /// Path under it.
+        path: String,
+    },
     /// Something happened to a job (for the log and the user).
     Job {
         /// Which job.
@@ -95,6 +124,31 @@ pub enum JobEvent {
         /// Because of this.
         cause: String,
     },
+    /// A savepoint completed.
+    SavepointCompleted {
+        /// The trigger's request id.
+        request_id: String,
+        /// Its directory.
+        location: String,
+    },
+    /// A savepoint failed.
+    SavepointFailed {
+        /// The trigger's request id.
+        request_id: String,
+        /// Why.
+        cause: String,
+    },
+}
+
+/// Why a savepoint cannot be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SavepointRequestError {
+    /// No such job.
+    #[error("job {0:032x} not found")]
+    Unknown(u128),
+    /// The job refuses (not running, no directory, one in progress).
+    #[error("{0}")]
+    Refused(#[from] SavepointError),
 }
 
 /// Why a job cannot be cancelled.
@@ -442,18 +496,64 @@ impl Dispatcher {
             Some(task_manager_message::Kind::SubtaskState(change)) => {
                 self.subtask_state(id, &change, now)
             }
-            // Checkpoint acknowledgements reach the job's coordinator with the checkpoint
-            // issue's coordinator; until then they are ignored.
-            Some(
-                task_manager_message::Kind::AcknowledgeCheckpoint(_)
-                | task_manager_message::Kind::DeclineCheckpoint(_),
-            )
-            | Some(task_manager_message::Kind::Register(_))
-            | None => {
+            Some(task_manager_message::Kind::AcknowledgeCheckpoint(ack)) => {
+                match self.job_of(ack.subtask.as_ref().map(|s| s.job_id.as_ref())) {
+                    Some(job) => job.master.acknowledge_checkpoint(id, &ack, now),
+                    None => debug!(worker = %id, "checkpoint acknowledgement of an unknown job"),
+                }
+            }
+            Some(task_manager_message::Kind::DeclineCheckpoint(decline)) => {
+                match self.job_of(decline.subtask.as_ref().map(|s| s.job_id.as_ref())) {
+                    Some(job) => job.master.decline_checkpoint(id, &decline, now),
+                    None => debug!(worker = %id, "checkpoint decline of an unknown job"),
+                }
+            }
+            Some(task_manager_message::Kind::Register(_)) | None => {
                 debug!(worker = %id, "ignored a control message");
             }
         }
         self.drain(now);
+    }
+
+    /// The shell wrote (or failed to write) a checkpoint's `_metadata`.
+    pub fn metadata_written(
+        &mut self,
+        job_id: u128,
+        checkpoint_id: u64,
+        result: Result<(), String>,
+        now: Instant,
+    ) {
+        if let Some(job) = self.jobs.get_mut(&job_id) {
+            job.master.metadata_written(checkpoint_id, result, now);
+        }
+        self.drain(now);
+    }
+
+    /// Takes a savepoint of a job (`stop`: then stops it); returns the request id.
+    pub fn trigger_savepoint(
+        &mut self,
+        job_id: u128,
+        target: Option<&str>,
+        stop: bool,
+        now: Instant,
+    ) -> Result<String, SavepointRequestError> {
+        let job = self
+            .jobs
+            .get_mut(&job_id)
+            .ok_or(SavepointRequestError::Unknown(job_id))?;
+        let result = job.master.trigger_savepoint(target, stop, now);
+        self.drain(now);
+        Ok(result?)
+    }
+
+    /// A savepoint request's status; `None` for an unknown job or request.
+    pub fn savepoint_status(&self, job_id: u128, request_id: &str) -> Option<SavepointStatus> {
+        self.jobs.get(&job_id)?.master.savepoint_status(request_id)
+    }
+
+    /// A job's checkpoint statistics.
+    pub fn checkpoint_stats(&self, job_id: u128, now: Instant) -> Option<CheckpointStats> {
+        Some(self.jobs.get(&job_id)?.master.checkpoint_stats(now))
     }
 
     /// Time passed: pool timeouts, idle TaskManagers, the jobs' own deadlines.
@@ -589,6 +689,11 @@ impl Dispatcher {
         }
     }
 
+    fn job_of(&mut self, job_id: Option<&[u8]>) -> Option<&mut HostedJob> {
+        let id = job_id_of(job_id?)?;
+        self.jobs.get_mut(&id)
+    }
+
     fn subtask_state(&mut self, id: &WorkerId, change: &SubtaskStateChange, now: Instant) {
         let Some(job_id) = change.subtask.as_ref().and_then(|s| job_id_of(&s.job_id)) else {
             warn!(worker = %id, "a subtask state change without a job id");
@@ -691,6 +796,58 @@ impl Dispatcher {
                 }
             }
             Action::Cancelled => {}
+            Action::TriggerCheckpoint { worker, trigger } => self.send(
+                worker,
+                JobManagerMessage {
+                    kind: Some(job_manager_message::Kind::TriggerCheckpoint(trigger)),
+                },
+            ),
+            Action::NotifyCheckpointComplete { worker, notify } => self.send(
+                worker,
+                JobManagerMessage {
+                    kind: Some(job_manager_message::Kind::CheckpointComplete(notify)),
+                },
+            ),
+            Action::NotifyCheckpointAborted { worker, notify } => self.send(
+                worker,
+                JobManagerMessage {
+                    kind: Some(job_manager_message::Kind::CheckpointAborted(notify)),
+                },
+            ),
+            Action::WriteMetadata {
+                checkpoint_id,
+                root,
+                path,
+                bytes,
+            } => self.actions.push_back(DispatcherAction::WriteMetadata {
+                job_id,
+                checkpoint_id,
+                root,
+                path,
+                bytes,
+            }),
+            Action::DeleteFiles { root, paths } => self
+                .actions
+                .push_back(DispatcherAction::DeleteFiles { root, paths }),
+            Action::DeleteDir { root, path } => self
+                .actions
+                .push_back(DispatcherAction::DeleteDir { root, path }),
+            Action::SavepointCompleted {
+                request_id,
+                location,
+            } => self.actions.push_back(DispatcherAction::Job {
+                job_id,
+                event: JobEvent::SavepointCompleted {
+                    request_id,
+                    location,
+                },
+            }),
+            Action::SavepointFailed { request_id, cause } => {
+                self.actions.push_back(DispatcherAction::Job {
+                    job_id,
+                    event: JobEvent::SavepointFailed { request_id, cause },
+                })
+            }
         }
     }
 
@@ -892,6 +1049,7 @@ mod tests {
                 ..Default::default()
             },
             chains: vec![parallelism],
+            ..Default::default()
         }
     }
 

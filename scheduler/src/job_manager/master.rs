@@ -14,11 +14,17 @@
 //! with freshly named ones, and once the old attempt has drained and the delay has passed the
 //! whole job is deployed again as the next attempt. Messages about older attempts are ignored.
 //!
-//! Checkpoints and HA: a checkpoint coordinator will hang off [`JobMaster`] next to the attempt
-//! it coordinates: it starts when an attempt reaches RUNNING (`deploy`), is dropped when the
-//! attempt is cancelled (`begin_drain`), and a restart will then deploy from its latest
-//! completed checkpoint instead of from scratch. Everything that must survive a JobManager
-//! failover is plain data exported by [`JobMaster::snapshot`]; only deadlines (instants) are not.
+//! Checkpoints: a [`CheckpointCoordinator`] hangs off [`JobMaster`] next to the attempt it
+//! coordinates. It learns of every deploy, of the attempt becoming fully RUNNING (periodic
+//! checkpoints start), of FINISHED subtasks and of the attempt's end (`begin_drain`); every
+//! deploy restores its latest completed checkpoint (else the savepoint given at submission). Its
+//! triggers go to the workers hosting source subtasks, its notifications to every worker of the
+//! attempt, its storage work (metadata writes, deletions) to the shell as [`Action`]s. When every
+//! subtask FINISHED, `NotifyCheckpointComplete` with id `u64::MAX` tells every worker to commit
+//! what is pending before the job is reported FINISHED.
+//!
+//! HA: everything that must survive a JobManager failover is plain data exported by
+//! [`JobMaster::snapshot`]; only deadlines (instants) are not.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -27,13 +33,19 @@ use std::{
 
 use bytes::Bytes;
 use mesoflow_proto::control::{
-    CancelAttempt, DeploySubtasks, Heartbeat, JobDefinition, PeerEndpoint, RegistrationAccepted,
-    SubtaskMetrics, SubtaskPlacement, SubtaskRef, SubtaskState, SubtaskStateChange,
+    AcknowledgeCheckpoint, CancelAttempt, Checkpointing, DeclineCheckpoint, DeploySubtasks,
+    Heartbeat, JobDefinition, NotifyCheckpointAborted, NotifyCheckpointComplete, PeerEndpoint,
+    RegistrationAccepted, SubtaskMetrics, SubtaskPlacement, SubtaskRef, SubtaskState,
+    SubtaskStateChange, TriggerCheckpoint, checkpointing,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
 use super::{
+    checkpoints::{
+        CheckpointAction, CheckpointCoordinator, CheckpointSettings, CheckpointStats,
+        CheckpointingMode, JobEnd, Restore, SavepointError, SavepointStatus,
+    },
     placement::{self, PlacementError},
     restart::{RestartDecision, RestartStrategy, RestartTracker},
 };
@@ -104,8 +116,9 @@ impl JobManagerConfig {
     }
 }
 
-/// A job to run: its definition (passed through to every deploy) and the shape of its plan.
-#[derive(Debug, Clone, PartialEq)]
+/// A job to run: its definition (passed through to every deploy), the shape of its plan and
+/// how it checkpoints.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct JobSubmission {
     /// The job's id.
     pub job_id: u128,
@@ -113,6 +126,14 @@ pub struct JobSubmission {
     pub definition: JobDefinition,
     /// Parallelism of each chain of the physical plan, in plan order.
     pub chains: Vec<u32>,
+    /// Chains whose head is a source: checkpoints are triggered on their workers.
+    pub source_chains: Vec<u32>,
+    /// Checkpointing settings (default: no periodic checkpoints).
+    pub checkpointing: CheckpointSettings,
+    /// The snapshot to start from (`-s`, `savepointPath`).
+    pub initial_restore: Option<Restore>,
+    /// Wall clock of the submission, epoch milliseconds (checkpoint timestamps).
+    pub submitted_at_ms: i64,
 }
 
 /// A job's status, Flink's names.
@@ -216,6 +237,67 @@ pub enum Action {
     },
     /// The job was cancelled.
     Cancelled,
+    /// Send `TriggerCheckpoint` on a worker's control stream.
+    TriggerCheckpoint {
+        /// The worker (one hosting a source subtask).
+        worker: WorkerId,
+        /// The message.
+        trigger: TriggerCheckpoint,
+    },
+    /// Send `NotifyCheckpointComplete` on a worker's control stream.
+    NotifyCheckpointComplete {
+        /// The worker.
+        worker: WorkerId,
+        /// The message (`checkpoint_id = u64::MAX`: the job finished, commit everything).
+        notify: NotifyCheckpointComplete,
+    },
+    /// Send `NotifyCheckpointAborted` on a worker's control stream.
+    NotifyCheckpointAborted {
+        /// The worker.
+        worker: WorkerId,
+        /// The message.
+        notify: NotifyCheckpointAborted,
+    },
+    /// Write a checkpoint's `_metadata` atomically, then report
+    /// [`JobMaster::metadata_written`].
+    WriteMetadata {
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// Storage root URI.
+        root: String,
+        /// Path under the root.
+        path: String,
+        /// The encoded metadata.
+        bytes: Bytes,
+    },
+    /// Delete files under a storage root (best effort).
+    DeleteFiles {
+        /// Storage root URI.
+        root: String,
+        /// Paths under it.
+        paths: Vec<String>,
+    },
+    /// Delete a directory under a storage root (best effort).
+    DeleteDir {
+        /// Storage root URI.
+        root: String,
+        /// Path under it.
+        path: String,
+    },
+    /// A savepoint completed.
+    SavepointCompleted {
+        /// The trigger's request id.
+        request_id: String,
+        /// Its directory.
+        location: String,
+    },
+    /// A savepoint failed.
+    SavepointFailed {
+        /// The trigger's request id.
+        request_id: String,
+        /// Why.
+        cause: String,
+    },
 }
 
 /// A submission the JobManager cannot run.
@@ -279,9 +361,15 @@ struct Subtask {
 /// What happens once a cancelled attempt has drained.
 #[derive(Debug, Clone, PartialEq)]
 enum AfterDrain {
-    Restart { not_before: Instant },
-    Fail { cause: String },
+    Restart {
+        not_before: Instant,
+    },
+    Fail {
+        cause: String,
+    },
     Cancel,
+    /// Stop-with-savepoint: the savepoint completed, the job ends FINISHED.
+    Stop,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -360,6 +448,7 @@ pub struct JobMaster {
     next_worker: u64,
     /// Subtasks of the deployed attempt, by (chain, index).
     subtasks: BTreeMap<(u32, u32), Subtask>,
+    checkpoints: Option<CheckpointCoordinator>,
     actions: VecDeque<Action>,
 }
 
@@ -378,6 +467,7 @@ impl JobMaster {
             workers: BTreeMap::new(),
             next_worker: 0,
             subtasks: BTreeMap::new(),
+            checkpoints: None,
             actions: VecDeque::new(),
         }
     }
@@ -393,7 +483,7 @@ impl JobMaster {
         let phase_deadline = match &self.phase {
             Phase::Idle | Phase::Done(_) => return None,
             Phase::Scheduling { not_before } => *not_before,
-            Phase::Running => None,
+            Phase::Running => self.checkpoints.as_ref().and_then(|c| c.poll_timeout()),
             Phase::Draining { deadline, .. } => Some(*deadline),
         };
         self.workers
@@ -445,6 +535,13 @@ impl JobMaster {
             workers = self.config.workers,
             "job submitted"
         );
+        self.checkpoints = Some(CheckpointCoordinator::new(
+            job.checkpointing.clone(),
+            job.job_id,
+            &job.definition.name,
+            job.initial_restore.clone(),
+            (now, job.submitted_at_ms),
+        ));
         self.job = Some(job);
         self.actions
             .push_back(Action::JobStatusChanged(JobStatus::Created));
@@ -541,6 +638,7 @@ impl JobMaster {
             }
             Phase::Idle | Phase::Done(_) => {}
         }
+        self.pump_checkpoints(now);
     }
 
     /// A TaskManager's heartbeat: it is alive, and its subtasks' live counters.
@@ -597,7 +695,16 @@ impl JobMaster {
                 } else {
                     &change.message
                 };
-                let cause = format!("subtask {chain}.{index} on {id} failed: {message}");
+                let mut cause = format!("subtask {chain}.{index} on {id} failed: {message}");
+                if change.corrupt_checkpoint != 0
+                    && let Some(c) = self.checkpoints.as_mut()
+                {
+                    let fallback = c.mark_corrupt(change.corrupt_checkpoint);
+                    cause = format!(
+                        "{cause} (checkpoint {} is corrupt; {fallback})",
+                        change.corrupt_checkpoint
+                    );
+                }
                 if change.suppress_restart {
                     // Restarting cannot help; the restart strategy is not asked.
                     warn!(attempt = self.attempt, %cause, "job failure that suppresses restarts");
@@ -610,10 +717,108 @@ impl JobMaster {
                 format!("subtask {chain}.{index} on {id} was cancelled unexpectedly"),
                 now,
             ),
-            (Phase::Running, SubtaskState::Finished) => self.check_finished(),
+            (Phase::Running, SubtaskState::Running) => {
+                if self
+                    .subtasks
+                    .values()
+                    .all(|s| s.state == SubtaskState::Running)
+                    && let Some(c) = self.checkpoints.as_mut()
+                {
+                    c.attempt_running(self.attempt, now);
+                }
+            }
+            (Phase::Running, SubtaskState::Finished) => {
+                if let Some(c) = self.checkpoints.as_mut() {
+                    c.subtask_finished(self.attempt, key, now);
+                }
+                self.check_finished(now);
+            }
             (Phase::Draining { .. }, _) => self.check_drained(now),
             _ => {}
         }
+        self.pump_checkpoints(now);
+    }
+
+    /// A subtask acknowledged a checkpoint.
+    pub fn acknowledge_checkpoint(
+        &mut self,
+        id: &WorkerId,
+        ack: &AcknowledgeCheckpoint,
+        now: Instant,
+    ) {
+        self.touch(id, now);
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(c) = self.checkpoints.as_mut() {
+            c.acknowledge(ack, now);
+        }
+        self.pump_checkpoints(now);
+    }
+
+    /// A subtask declined a checkpoint.
+    pub fn decline_checkpoint(&mut self, id: &WorkerId, decline: &DeclineCheckpoint, now: Instant) {
+        self.touch(id, now);
+        if self.phase != Phase::Running {
+            return;
+        }
+        if let Some(c) = self.checkpoints.as_mut() {
+            c.decline(decline, now);
+        }
+        self.pump_checkpoints(now);
+    }
+
+    /// The shell wrote (or failed to write) a checkpoint's `_metadata`.
+    pub fn metadata_written(
+        &mut self,
+        checkpoint_id: u64,
+        result: Result<(), String>,
+        now: Instant,
+    ) {
+        if let Some(c) = self.checkpoints.as_mut() {
+            c.metadata_written(checkpoint_id, result, now);
+        }
+        self.pump_checkpoints(now);
+    }
+
+    /// Takes a savepoint into `target` (default `state.savepoints.dir`); with `stop`, the job
+    /// then stops and ends FINISHED. Returns the request id.
+    pub fn trigger_savepoint(
+        &mut self,
+        target: Option<&str>,
+        stop: bool,
+        now: Instant,
+    ) -> Result<String, SavepointError> {
+        if self.phase != Phase::Running {
+            return Err(SavepointError::NotRunning);
+        }
+        let c = self
+            .checkpoints
+            .as_mut()
+            .ok_or(SavepointError::NotRunning)?;
+        let result = c.trigger_savepoint(target, stop, now);
+        self.pump_checkpoints(now);
+        result
+    }
+
+    /// A savepoint request's status.
+    pub fn savepoint_status(&self, request_id: &str) -> Option<SavepointStatus> {
+        self.checkpoints
+            .as_ref()
+            .and_then(|c| c.savepoint_status(request_id).cloned())
+    }
+
+    /// Checkpoint statistics.
+    pub fn checkpoint_stats(&self, now: Instant) -> CheckpointStats {
+        self.checkpoints
+            .as_ref()
+            .map(|c| c.stats(now))
+            .unwrap_or_default()
+    }
+
+    /// The coordinator, for inspection.
+    pub fn checkpoint_coordinator(&self) -> Option<&CheckpointCoordinator> {
+        self.checkpoints.as_ref()
     }
 
     /// Time passed: heartbeat and registration timeouts, cancellation timeouts, restart delays.
@@ -661,13 +866,19 @@ impl JobMaster {
             }
             self.check_drained(now);
         }
+        if self.phase == Phase::Running
+            && let Some(c) = self.checkpoints.as_mut()
+        {
+            c.tick(now);
+        }
         self.try_deploy(now);
+        self.pump_checkpoints(now);
     }
 
     /// The user cancels the job.
     pub fn cancel(&mut self, now: Instant) {
         match self.phase.clone() {
-            Phase::Idle | Phase::Scheduling { .. } => self.finish(JobStatus::Cancelled, None),
+            Phase::Idle | Phase::Scheduling { .. } => self.finish(JobStatus::Cancelled, None, now),
             Phase::Running => self.begin_drain(AfterDrain::Cancel, now),
             Phase::Draining {
                 then: AfterDrain::Restart { .. },
@@ -679,8 +890,20 @@ impl JobMaster {
                 });
                 self.check_drained(now);
             }
+            Phase::Draining {
+                then: AfterDrain::Stop,
+                deadline,
+            } => {
+                // The savepoint is taken; the user wants the job gone now.
+                self.set_phase(Phase::Draining {
+                    then: AfterDrain::Cancel,
+                    deadline,
+                });
+                self.check_drained(now);
+            }
             Phase::Draining { .. } | Phase::Done(_) => {}
         }
+        self.pump_checkpoints(now);
     }
 
     /// The state as plain data (see [`JobSnapshot`]).
@@ -754,6 +977,8 @@ impl JobMaster {
                 AfterDrain::Restart { .. } => JobStatus::Restarting,
                 AfterDrain::Fail { .. } => JobStatus::Failing,
                 AfterDrain::Cancel => JobStatus::Cancelling,
+                // Flink's stop-with-savepoint: RUNNING until FINISHED.
+                AfterDrain::Stop => JobStatus::Running,
             },
             Phase::Done(status) => *status,
         };
@@ -838,6 +1063,21 @@ impl JobMaster {
             })
             .collect();
         let job_id = Bytes::copy_from_slice(&job.job_id.to_be_bytes());
+        let checkpointing = self.checkpoints.as_ref().map(|c| {
+            let settings = c.settings();
+            let restore = c.restore();
+            Checkpointing {
+                mode: match settings.mode {
+                    CheckpointingMode::ExactlyOnce => checkpointing::Mode::ExactlyOnce,
+                    CheckpointingMode::AtLeastOnce => checkpointing::Mode::AtLeastOnce,
+                } as i32,
+                unaligned: settings.unaligned,
+                checkpoint_root: c.root().unwrap_or_default().to_owned(),
+                restore_root: restore.as_ref().map(|r| r.root.clone()).unwrap_or_default(),
+                restore: restore.map(|r| r.metadata),
+                state_backend: settings.state_backend.as_str().to_owned(),
+            }
+        });
         info!(
             attempt = self.attempt,
             subtasks = placement.len(),
@@ -860,7 +1100,7 @@ impl JobMaster {
                     subtasks: mine,
                     placement: placement.clone(),
                     peers: peers.clone(),
-                    checkpointing: None,
+                    checkpointing: checkpointing.clone(),
                 }),
             });
         }
@@ -877,6 +1117,9 @@ impl JobMaster {
                 )
             })
             .collect();
+        if let Some(c) = self.checkpoints.as_mut() {
+            c.attempt_deployed(self.attempt, self.subtasks.keys().copied());
+        }
         self.set_phase(Phase::Running);
         self.actions.extend(deploys);
     }
@@ -926,6 +1169,7 @@ impl JobMaster {
                 self.finish(
                     JobStatus::Failed,
                     Some(format!("{cause}; not restarting: {why}")),
+                    now,
                 );
             }
             _ => {}
@@ -944,6 +1188,15 @@ impl JobMaster {
             .collect();
         hosts.sort();
         hosts.dedup();
+        if let Some(c) = self.checkpoints.as_mut() {
+            let reason = match &then {
+                AfterDrain::Restart { .. } => "failover",
+                AfterDrain::Fail { .. } => "the job failed",
+                AfterDrain::Cancel => "the job was cancelled",
+                AfterDrain::Stop => "the job stopped with a savepoint",
+            };
+            c.attempt_ended(reason, now);
+        }
         let cancels: Vec<Action> = hosts
             .into_iter()
             .map(|id| Action::CancelAttempt {
@@ -983,12 +1236,18 @@ impl JobMaster {
                 });
                 self.try_deploy(now);
             }
-            AfterDrain::Fail { cause } => self.finish(JobStatus::Failed, Some(cause)),
-            AfterDrain::Cancel => self.finish(JobStatus::Cancelled, None),
+            AfterDrain::Fail { cause } => self.finish(JobStatus::Failed, Some(cause), now),
+            AfterDrain::Cancel => self.finish(JobStatus::Cancelled, None, now),
+            AfterDrain::Stop => {
+                let outcome = self.outcome();
+                info!(?outcome, "job stopped with a savepoint");
+                self.actions.push_back(Action::Finished(outcome));
+                self.finish(JobStatus::Finished, None, now);
+            }
         }
     }
 
-    fn check_finished(&mut self) {
+    fn check_finished(&mut self, now: Instant) {
         if !self
             .subtasks
             .values()
@@ -996,6 +1255,27 @@ impl JobMaster {
         {
             return;
         }
+        let outcome = self.outcome();
+        info!(?outcome, "job finished");
+        self.actions.push_back(Action::Finished(outcome));
+        // The final commit, before the status turns FINISHED and the workers are released:
+        // two-phase-commit sinks commit what no checkpoint covered.
+        let job_id = self.job.as_ref().map_or(0, |j| j.job_id);
+        for worker in self.attempt_workers() {
+            self.actions.push_back(Action::NotifyCheckpointComplete {
+                worker,
+                notify: NotifyCheckpointComplete {
+                    job_id: Bytes::copy_from_slice(&job_id.to_be_bytes()),
+                    attempt: self.attempt,
+                    checkpoint_id: u64::MAX,
+                },
+            });
+        }
+        self.finish(JobStatus::Finished, None, now);
+    }
+
+    /// The last attempt's final counters.
+    fn outcome(&self) -> JobOutcome {
         let mut outcome = JobOutcome {
             attempts: self.attempt + 1,
             restarts: self.restarts,
@@ -1007,13 +1287,138 @@ impl JobMaster {
             outcome.checksum = outcome.checksum.wrapping_add(m.checksum);
             outcome.skipped += m.skipped;
         }
-        info!(?outcome, "job finished");
-        self.actions.push_back(Action::Finished(outcome));
-        self.finish(JobStatus::Finished, None);
+        outcome
+    }
+
+    /// Live workers hosting a subtask of the deployed attempt, sorted.
+    fn attempt_workers(&self) -> Vec<WorkerId> {
+        let mut hosts: Vec<WorkerId> = self
+            .subtasks
+            .values()
+            .map(|s| s.worker.clone())
+            .filter(|id| self.workers.contains_key(id))
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+
+    /// Routes what the checkpoint coordinator asked for.
+    fn pump_checkpoints(&mut self, now: Instant) {
+        while let Some(action) = self.checkpoints.as_mut().and_then(|c| c.poll_action()) {
+            let job_id =
+                Bytes::copy_from_slice(&self.job.as_ref().map_or(0, |j| j.job_id).to_be_bytes());
+            let live = |m: &Self, attempt: u32| {
+                attempt == m.attempt && matches!(m.phase, Phase::Running | Phase::Draining { .. })
+            };
+            match action {
+                CheckpointAction::Trigger(trigger) => {
+                    if !live(self, trigger.attempt) {
+                        continue;
+                    }
+                    let sources = self
+                        .job
+                        .as_ref()
+                        .map(|j| j.source_chains.clone())
+                        .unwrap_or_default();
+                    let mut hosts: Vec<WorkerId> = self
+                        .subtasks
+                        .iter()
+                        .filter(|((chain, _), _)| sources.contains(chain))
+                        .map(|(_, s)| s.worker.clone())
+                        .filter(|id| self.workers.contains_key(id))
+                        .collect();
+                    hosts.sort();
+                    hosts.dedup();
+                    for worker in hosts {
+                        self.actions.push_back(Action::TriggerCheckpoint {
+                            worker,
+                            trigger: trigger.clone(),
+                        });
+                    }
+                }
+                CheckpointAction::NotifyComplete {
+                    attempt,
+                    checkpoint_id,
+                } => {
+                    if !live(self, attempt) {
+                        continue;
+                    }
+                    for worker in self.attempt_workers() {
+                        self.actions.push_back(Action::NotifyCheckpointComplete {
+                            worker,
+                            notify: NotifyCheckpointComplete {
+                                job_id: job_id.clone(),
+                                attempt,
+                                checkpoint_id,
+                            },
+                        });
+                    }
+                }
+                CheckpointAction::NotifyAborted {
+                    attempt,
+                    checkpoint_id,
+                    reason,
+                } => {
+                    if !live(self, attempt) {
+                        continue;
+                    }
+                    for worker in self.attempt_workers() {
+                        self.actions.push_back(Action::NotifyCheckpointAborted {
+                            worker,
+                            notify: NotifyCheckpointAborted {
+                                job_id: job_id.clone(),
+                                attempt,
+                                checkpoint_id,
+                                reason: reason.clone(),
+                            },
+                        });
+                    }
+                }
+                CheckpointAction::WriteMetadata {
+                    checkpoint_id,
+                    root,
+                    path,
+                    bytes,
+                } => self.actions.push_back(Action::WriteMetadata {
+                    checkpoint_id,
+                    root,
+                    path,
+                    bytes,
+                }),
+                CheckpointAction::DeleteFiles { root, paths } => {
+                    self.actions.push_back(Action::DeleteFiles { root, paths })
+                }
+                CheckpointAction::DeleteDir { root, path } => {
+                    self.actions.push_back(Action::DeleteDir { root, path })
+                }
+                CheckpointAction::SavepointCompleted {
+                    request_id,
+                    location,
+                    stop,
+                } => {
+                    self.actions.push_back(Action::SavepointCompleted {
+                        request_id,
+                        location,
+                    });
+                    if stop && self.phase == Phase::Running {
+                        self.begin_drain(AfterDrain::Stop, now);
+                    }
+                }
+                CheckpointAction::SavepointFailed { request_id, cause } => self
+                    .actions
+                    .push_back(Action::SavepointFailed { request_id, cause }),
+                CheckpointAction::FailJob { cause } => {
+                    if self.phase == Phase::Running {
+                        self.fail(cause, now);
+                    }
+                }
+            }
+        }
     }
 
     /// Ends the job: reports failure or cancellation, and releases every worker.
-    fn finish(&mut self, status: JobStatus, cause: Option<String>) {
+    fn finish(&mut self, status: JobStatus, cause: Option<String>, now: Instant) {
         match status {
             JobStatus::Failed => {
                 let cause = cause.unwrap_or_default();
@@ -1025,6 +1430,17 @@ impl JobMaster {
                 self.actions.push_back(Action::Cancelled);
             }
             _ => {}
+        }
+        if let Some(c) = self.checkpoints.as_mut() {
+            let end = match status {
+                JobStatus::Finished => Some(JobEnd::Finished),
+                JobStatus::Cancelled => Some(JobEnd::Cancelled),
+                JobStatus::Failed => Some(JobEnd::Failed),
+                _ => None,
+            };
+            if let Some(end) = end {
+                c.job_ended(end, now);
+            }
         }
         self.set_phase(Phase::Done(status));
         let mut workers: Vec<_> = std::mem::take(&mut self.workers).into_iter().collect();

@@ -6,6 +6,8 @@
 //! - [`master`]: [`JobMaster`], the state machine: submission, deployment, failure handling,
 //!   restarts, cancellation.
 //! - [`placement`]: slot sharing and spread/pack placement of slots over workers.
+//! - [`checkpoints`]: [`checkpoints::CheckpointCoordinator`], a job's checkpoints and
+//!   savepoints (triggers, acknowledgements, metadata, retention, file reference counts).
 //! - [`restart`]: Flink's restart strategies (`none`, `fixed-delay`, `exponential-delay`).
 //! - [`request`]: a request to run a built-in job, built and planned into a submission.
 //!
@@ -13,6 +15,7 @@
 //! timer): it feeds the [`Dispatcher`] and carries out its [`DispatcherAction`]s, deciding
 //! nothing itself. A local `mesoflow run` is a session cluster hosting a single job.
 
+pub mod checkpoints;
 pub mod dispatcher;
 pub mod master;
 pub mod placement;
@@ -25,7 +28,7 @@ mod tests;
 
 pub use dispatcher::{
     CancelError, DispatchError, Dispatcher, DispatcherAction, DispatcherConfig, JobEvent, JobView,
-    PoolState, VertexView, WorkerView,
+    PoolState, SavepointRequestError, VertexView, WorkerView,
 };
 pub use master::{
     Action, JobManagerConfig, JobMaster, JobOutcome, JobSnapshot, JobStatus, JobSubmission,

@@ -44,6 +44,14 @@ pub struct JobRequest {
     /// Display name (the job name when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Savepoint (or retained checkpoint) directory to start from (Flink's run request
+    /// field; `-s` on the command line).
+    #[serde(
+        default,
+        rename = "savepointPath",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub savepoint_path: Option<String>,
 }
 
 /// The sink of a [`JobRequest`], tagged by `kind`.
@@ -89,6 +97,10 @@ pub struct PreparedJob {
     pub display_name: String,
     /// The job graph as JSON (for logs and a future plan endpoint).
     pub graph_json: String,
+    /// Chains whose head is a source (checkpoints are triggered there).
+    pub source_chains: Vec<u32>,
+    /// Stable ids of every operator (a savepoint to restore must only name these).
+    pub operator_ids: Vec<String>,
 }
 
 /// Why a request cannot run; the message is meant for the user as it is.
@@ -193,6 +205,18 @@ pub fn prepare(
         source: Box::new(source),
     })?;
     let chains = physical.chains.iter().map(|c| c.parallelism).collect();
+    let source_chains = physical
+        .chains
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.nodes.first().is_some_and(|&n| {
+                job.graph.nodes[n].kind == mesoflow_dataplane::jobgraph::NodeKind::Source
+            })
+        })
+        .map(|(i, _)| i as u32)
+        .collect();
+    let operator_ids = job.graph.nodes.iter().map(|n| n.id.clone()).collect();
     let vertex_names = physical
         .chains
         .iter()
@@ -227,6 +251,8 @@ pub fn prepare(
         vertex_names,
         display_name: request.name.clone().unwrap_or_else(|| request.job.clone()),
         graph_json,
+        source_chains,
+        operator_ids,
     })
 }
 
@@ -254,6 +280,7 @@ mod tests {
             max_parallelism: None,
             sink: SinkRequest::Checksum,
             name: None,
+            savepoint_path: None,
         }
     }
 
@@ -267,6 +294,9 @@ mod tests {
         assert!(!p.chains.is_empty());
         assert!(p.vertex_names.iter().all(|n| !n.is_empty()));
         assert_eq!(p.display_name, "wordcount");
+        // The source heads the first chain, and only it.
+        assert_eq!(p.source_chains, vec![0]);
+        assert!(!p.operator_ids.is_empty());
     }
 
     #[test]

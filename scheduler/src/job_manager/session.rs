@@ -13,8 +13,10 @@ use mesoflow_proto::control::{JobManagerMessage, ReleaseTaskManager, job_manager
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::checkpoints::{CheckpointStats, Restore, SavepointStatus, decode_metadata, join};
 use super::dispatcher::{
-    CancelError, DispatchError, Dispatcher, DispatcherAction, JobEvent, JobView, WorkerView,
+    CancelError, DispatchError, Dispatcher, DispatcherAction, JobEvent, JobView,
+    SavepointRequestError, WorkerView,
 };
 use super::master::JobSubmission;
 use crate::resource_manager::{ResourceManagerDriver, WorkerEvent, WorkerId};
@@ -99,6 +101,30 @@ impl SessionHandle {
         let result = self.lock().cancel(job_id, Instant::now());
         self.shared.wake.notify_one();
         result
+    }
+
+    /// Takes a savepoint of a job (`stop`: then stops it); returns the request id.
+    pub fn trigger_savepoint(
+        &self,
+        job_id: u128,
+        target: Option<&str>,
+        stop: bool,
+    ) -> Result<String, SavepointRequestError> {
+        let result = self
+            .lock()
+            .trigger_savepoint(job_id, target, stop, Instant::now());
+        self.shared.wake.notify_one();
+        result
+    }
+
+    /// A savepoint request's status.
+    pub fn savepoint_status(&self, job_id: u128, request_id: &str) -> Option<SavepointStatus> {
+        self.lock().savepoint_status(job_id, request_id)
+    }
+
+    /// A job's checkpoint statistics.
+    pub fn checkpoint_stats(&self, job_id: u128) -> Option<CheckpointStats> {
+        self.lock().checkpoint_stats(job_id, Instant::now())
     }
 
     /// Every retained job.
@@ -290,6 +316,59 @@ fn execute<D: ResourceManagerDriver>(
                 );
             }
         }
+        DispatcherAction::WriteMetadata {
+            job_id,
+            checkpoint_id,
+            root,
+            path,
+            bytes,
+        } => {
+            // Off the loop: storage may be slow (HDFS); the result comes back under the lock.
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    let storage = mesoflow_dataplane::checkpoint::storage::open(&root)?;
+                    storage.write(&path, bytes).await
+                }
+                .await
+                .map_err(|e| e.to_string());
+                if let Err(e) = &result {
+                    tracing::warn!(checkpoint = checkpoint_id, %root, %path, error = %e, "cannot write checkpoint metadata");
+                }
+                handle
+                    .lock()
+                    .metadata_written(job_id, checkpoint_id, result, Instant::now());
+                handle.shared.wake.notify_one();
+            });
+        }
+        DispatcherAction::DeleteFiles { root, paths } => {
+            tokio::spawn(async move {
+                let storage = match mesoflow_dataplane::checkpoint::storage::open(&root) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(%root, error = %e, "cannot delete checkpoint files");
+                        return;
+                    }
+                };
+                for path in &paths {
+                    if let Err(e) = storage.delete(path).await {
+                        tracing::warn!(%root, %path, error = %e, "cannot delete a checkpoint file");
+                    }
+                }
+            });
+        }
+        DispatcherAction::DeleteDir { root, path } => {
+            tokio::spawn(async move {
+                let result = async {
+                    let storage = mesoflow_dataplane::checkpoint::storage::open(&root)?;
+                    storage.delete_dir(&path).await
+                }
+                .await;
+                if let Err(e) = result {
+                    tracing::warn!(%root, %path, error = %e, "cannot delete a checkpoint directory");
+                }
+            });
+        }
         DispatcherAction::Job { job_id, event } => {
             match &event {
                 JobEvent::Status(status) => {
@@ -302,11 +381,103 @@ fn execute<D: ResourceManagerDriver>(
                 } => {
                     tracing::warn!(job = %format_args!("{job_id:032x}"), attempt, ?delay, %cause, "job restarting");
                 }
+                JobEvent::SavepointCompleted {
+                    request_id,
+                    location,
+                } => {
+                    tracing::info!(job = %format_args!("{job_id:032x}"), request = %request_id, %location, "savepoint completed");
+                }
+                JobEvent::SavepointFailed { request_id, cause } => {
+                    tracing::warn!(job = %format_args!("{job_id:032x}"), request = %request_id, %cause, "savepoint failed");
+                }
             }
             let _ = handle
                 .shared
                 .notices
                 .send(SessionNotice::Job { job_id, event });
         }
+    }
+}
+
+/// The wall clock in epoch milliseconds (a submission's anchor for checkpoint timestamps).
+pub fn epoch_millis_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Why a snapshot to restore cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The storage refused (unsupported URI, missing `_metadata`, I/O).
+    #[error("cannot read the savepoint {path}: {source}")]
+    Read {
+        /// The savepoint directory.
+        path: String,
+        /// Why.
+        source: mesoflow_dataplane::checkpoint::storage::StorageError,
+    },
+    /// Not metadata of this build.
+    #[error("cannot use the savepoint {path}: {source}")]
+    Metadata {
+        /// The savepoint directory.
+        path: String,
+        /// Why.
+        source: super::checkpoints::MetadataError,
+    },
+    /// It holds state of operators this job does not have.
+    #[error(
+        "the savepoint {path} is not a snapshot of this job: it holds state of operator(s) {unknown:?} that the job does not have"
+    )]
+    ForeignOperators {
+        /// The savepoint directory.
+        path: String,
+        /// Operator ids not in the job.
+        unknown: Vec<String>,
+    },
+}
+
+/// Reads and checks the snapshot at `path` (a savepoint or retained checkpoint directory,
+/// holding `_metadata`) for a job with these operator ids.
+pub async fn read_restore(path: &str, operator_ids: &[String]) -> Result<Restore, RestoreError> {
+    let path = path.trim_end_matches('/').to_owned();
+    let read = async {
+        let storage = mesoflow_dataplane::checkpoint::storage::open(&path)?;
+        storage.read(super::checkpoints::METADATA_FILE).await
+    };
+    let bytes = read.await.map_err(|source| RestoreError::Read {
+        path: join(&path, super::checkpoints::METADATA_FILE),
+        source,
+    })?;
+    let metadata = decode_metadata(&bytes).map_err(|source| RestoreError::Metadata {
+        path: path.clone(),
+        source,
+    })?;
+    check_operators(&path, &metadata, operator_ids)?;
+    Ok(Restore {
+        root: path,
+        metadata,
+    })
+}
+
+/// Refuses a snapshot naming operators the job does not have (a savepoint of another job).
+pub fn check_operators(
+    path: &str,
+    metadata: &mesoflow_proto::checkpoint::CheckpointMetadata,
+    operator_ids: &[String],
+) -> Result<(), RestoreError> {
+    let unknown: Vec<String> = metadata
+        .operators
+        .iter()
+        .map(|o| o.operator_id.clone())
+        .filter(|id| !operator_ids.contains(id))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(RestoreError::ForeignOperators {
+            path: path.to_owned(),
+            unknown,
+        })
     }
 }

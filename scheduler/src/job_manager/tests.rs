@@ -38,6 +38,7 @@ fn submission(chains: &[u32]) -> JobSubmission {
             ..Default::default()
         },
         chains: chains.to_vec(),
+        ..Default::default()
     }
 }
 
@@ -144,7 +145,12 @@ fn requests(actions: &[Action]) -> Vec<WorkerId> {
 /// Submits `chains` and registers every requested worker with the slots it was asked for;
 /// returns the actions that follows (the deploys).
 fn running(m: &mut JobMaster, chains: &[u32], now: Instant) -> Vec<Action> {
-    m.submit(submission(chains), now).unwrap();
+    running_sub(m, submission(chains), now)
+}
+
+/// [`running`] with a submission of one's own.
+fn running_sub(m: &mut JobMaster, job: JobSubmission, now: Instant) -> Vec<Action> {
+    m.submit(job, now).unwrap();
     let asked: Vec<_> = drain(m)
         .into_iter()
         .filter_map(|a| match a {
@@ -660,4 +666,390 @@ fn the_snapshot_is_plain_serialisable_data() {
         json.contains("\"job_id\":\"000000000000000000000000000000ab\""),
         "{json}"
     );
+}
+
+// ---- checkpoints ----
+
+mod checkpointing {
+    use mesoflow_proto::checkpoint::{
+        CheckpointMetadata, KeyGroupState, OperatorSnapshot, Segment,
+    };
+    use mesoflow_proto::control::{AcknowledgeCheckpoint, DeclineCheckpoint};
+
+    use super::*;
+    use crate::job_manager::checkpoints::{CheckpointSettings, Restore};
+
+    const ROOT: &str = "/ck/000000000000000000000000000000ab";
+
+    /// Chains [2, 1] with a source heading chain 0, on two one-slot workers: w0 runs (0,0)
+    /// and (1,0), w1 runs (0,1).
+    fn job(settings: CheckpointSettings) -> JobSubmission {
+        JobSubmission {
+            source_chains: vec![0],
+            checkpointing: settings,
+            ..submission(&[2, 1])
+        }
+    }
+
+    fn settings() -> CheckpointSettings {
+        CheckpointSettings {
+            interval: Some(Duration::from_secs(10)),
+            checkpoints_dir: Some("/ck".into()),
+            num_retained: 2,
+            ..Default::default()
+        }
+    }
+
+    const PLACED: [(u32, u32, u32); 3] = [(0, 0, 0), (0, 1, 1), (1, 0, 0)];
+
+    fn started(settings: CheckpointSettings, t0: Instant) -> JobMaster {
+        let mut m = JobMaster::new(config(2, 1, true, fixed(3, 0)));
+        let a = running_sub(&mut m, job(settings), t0);
+        assert_eq!(deploys(&a).len(), 2);
+        report_all(&mut m, 0, SubtaskState::Running, t0);
+        drain(&mut m);
+        m
+    }
+
+    fn ack(attempt: u32, chain: u32, index: u32, id: u64) -> AcknowledgeCheckpoint {
+        AcknowledgeCheckpoint {
+            subtask: Some(sref(attempt, chain, index)),
+            checkpoint_id: id,
+            operators: vec![OperatorSnapshot {
+                operator_id: format!("op-{chain}"),
+                parallelism: 1,
+                max_parallelism: 128,
+                key_groups: vec![KeyGroupState {
+                    state_name: "s".into(),
+                    key_group: index,
+                    segment: Some(Segment {
+                        path: format!("shared/{id}-{chain}-{index}"),
+                        offset: 0,
+                        length: 10,
+                        checksum: 1,
+                    }),
+                    written_by: id,
+                }],
+                subtasks: vec![],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn triggers(actions: &[Action]) -> Vec<(WorkerId, u64)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::TriggerCheckpoint { worker, trigger } => {
+                    Some((worker.clone(), trigger.checkpoint_id))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn completes(actions: &[Action]) -> Vec<(WorkerId, u64)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::NotifyCheckpointComplete { worker, notify } => {
+                    Some((worker.clone(), notify.checkpoint_id))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Triggers checkpoint `id` at `at` and completes it; returns the round's actions.
+    fn checkpoint(m: &mut JobMaster, id: u64, at: Instant) -> Vec<Action> {
+        m.tick(at);
+        let mut a = drain(m);
+        assert_eq!(triggers(&a), vec![(w(0), id), (w(1), id)]);
+        for (chain, index, worker) in PLACED {
+            m.acknowledge_checkpoint(&w(worker), &ack(m.attempt(), chain, index, id), at);
+        }
+        let written = drain(m);
+        assert!(
+            written.iter().any(|x| matches!(x,
+                Action::WriteMetadata { checkpoint_id, root, path, .. }
+                    if *checkpoint_id == id && root == ROOT && *path == format!("chk-{id}/_metadata"))),
+            "{written:?}"
+        );
+        a.extend(written);
+        m.metadata_written(id, Ok(()), at);
+        let done = drain(m);
+        assert_eq!(completes(&done), vec![(w(0), id), (w(1), id)]);
+        a.extend(done);
+        a
+    }
+
+    /// Fails subtask (0,1) (with `corrupt` as its corrupt checkpoint), cancels the rest and
+    /// returns the actions up to the next deploy.
+    fn fail_and_redeploy(m: &mut JobMaster, corrupt: u64, at: Instant) -> Vec<Action> {
+        let attempt = m.attempt();
+        let mut failed = change(attempt, 0, 1, SubtaskState::Failed);
+        failed.corrupt_checkpoint = corrupt;
+        m.subtask_state(&w(1), &failed, at);
+        let mut a = drain(m);
+        report_all(m, attempt, SubtaskState::Canceled, at);
+        a.extend(drain(m));
+        a
+    }
+
+    fn restore_of(actions: &[Action]) -> Vec<(String, Option<u64>)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Deploy { deploy, .. } => {
+                    let c = deploy.checkpointing.as_ref().expect("checkpointing");
+                    Some((
+                        c.restore_root.clone(),
+                        c.restore.as_ref().map(|m| m.checkpoint_id),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn checkpoints_complete_and_a_restart_restores_the_latest() {
+        let t0 = Instant::now();
+        let mut m = started(settings(), t0);
+        assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+        checkpoint(&mut m, 1, t0 + Duration::from_secs(10));
+        let a = checkpoint(&mut m, 2, t0 + Duration::from_secs(20));
+        assert!(
+            !a.iter().any(|a| matches!(a, Action::DeleteDir { .. })),
+            "two retained"
+        );
+        let a = checkpoint(&mut m, 3, t0 + Duration::from_secs(30));
+        assert!(a.contains(&Action::DeleteDir {
+            root: ROOT.into(),
+            path: "chk-1".into()
+        }));
+        assert!(a.contains(&Action::DeleteFiles {
+            root: ROOT.into(),
+            paths: vec![
+                "shared/1-0-0".into(),
+                "shared/1-0-1".into(),
+                "shared/1-1-0".into()
+            ],
+        }));
+        let a = fail_and_redeploy(&mut m, 0, t0 + Duration::from_secs(31));
+        assert_eq!(
+            restore_of(&a),
+            vec![(ROOT.into(), Some(3)), (ROOT.into(), Some(3))]
+        );
+        let Some(Action::Deploy { deploy, .. }) =
+            a.iter().find(|a| matches!(a, Action::Deploy { .. }))
+        else {
+            panic!()
+        };
+        let c = deploy.checkpointing.as_ref().unwrap();
+        assert_eq!(
+            (c.checkpoint_root.as_str(), c.state_backend.as_str()),
+            (ROOT, "heap")
+        );
+        let ops: Vec<&str> = c
+            .restore
+            .as_ref()
+            .unwrap()
+            .operators
+            .iter()
+            .map(|o| o.operator_id.as_str())
+            .collect();
+        assert_eq!(ops, vec!["op-0", "op-1"]);
+        // The new attempt checkpoints on, from id 4.
+        report_all(
+            &mut m,
+            1,
+            SubtaskState::Running,
+            t0 + Duration::from_secs(32),
+        );
+        drain(&mut m);
+        checkpoint(&mut m, 4, t0 + Duration::from_secs(42));
+    }
+
+    #[test]
+    fn a_pending_checkpoint_is_aborted_by_failover_and_not_counted() {
+        let t0 = Instant::now();
+        let mut m = started(settings(), t0);
+        m.tick(t0 + Duration::from_secs(10));
+        drain(&mut m);
+        m.acknowledge_checkpoint(&w(0), &ack(0, 0, 0, 1), t0 + Duration::from_secs(10));
+        let a = fail_and_redeploy(&mut m, 0, t0 + Duration::from_secs(11));
+        // What the aborted checkpoint wrote goes; nothing restores it.
+        assert!(a.contains(&Action::DeleteFiles {
+            root: ROOT.into(),
+            paths: vec!["shared/1-0-0".into()]
+        }));
+        assert_eq!(
+            restore_of(&a),
+            vec![(String::new(), None), (String::new(), None)]
+        );
+        assert_eq!(m.status(), JobStatus::Running);
+        assert_eq!(m.attempt(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_checkpoint_makes_the_restart_fall_back() {
+        let t0 = Instant::now();
+        let mut m = started(settings(), t0);
+        checkpoint(&mut m, 1, t0 + Duration::from_secs(10));
+        checkpoint(&mut m, 2, t0 + Duration::from_secs(20));
+        let a = fail_and_redeploy(&mut m, 0, t0 + Duration::from_secs(21));
+        assert_eq!(restore_of(&a)[0].1, Some(2));
+        let a = fail_and_redeploy(&mut m, 2, t0 + Duration::from_secs(22));
+        let cause = a
+            .iter()
+            .find_map(|a| match a {
+                Action::Restarting { cause, .. } => Some(cause.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(
+            cause.contains("checkpoint 2 is corrupt; recovering from checkpoint 1"),
+            "{cause}"
+        );
+        assert_eq!(restore_of(&a)[0].1, Some(1));
+        // And then the initial restore: none here, so from scratch.
+        let a = fail_and_redeploy(&mut m, 1, t0 + Duration::from_secs(23));
+        let cause = a
+            .iter()
+            .find_map(|a| match a {
+                Action::Restarting { cause, .. } => Some(cause.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(cause.contains("from scratch"), "{cause}");
+        assert_eq!(restore_of(&a)[0].1, None);
+    }
+
+    #[test]
+    fn exceeding_tolerable_failures_fails_the_job_and_the_restart_strategy_applies() {
+        let t0 = Instant::now();
+        let mut m = started(settings(), t0);
+        m.tick(t0 + Duration::from_secs(10));
+        drain(&mut m);
+        let decline = DeclineCheckpoint {
+            subtask: Some(sref(0, 1, 0)),
+            checkpoint_id: 1,
+            reason: "disk full".into(),
+        };
+        m.decline_checkpoint(&w(0), &decline, t0 + Duration::from_secs(11));
+        let a = drain(&mut m);
+        assert!(a.iter().any(|a| matches!(a, Action::NotifyCheckpointAborted { notify, .. } if notify.checkpoint_id == 1)));
+        assert!(a.iter().any(|a| matches!(a,
+            Action::Restarting { attempt: 1, cause, .. } if cause.contains("tolerable failure threshold"))), "{a:?}");
+        assert_eq!(cancels(&a), vec![(w(0), 0), (w(1), 0)]);
+    }
+
+    #[test]
+    fn without_interval_deploys_carry_only_the_backend_and_restore() {
+        let t0 = Instant::now();
+        let mut m = JobMaster::new(config(2, 1, true, fixed(3, 0)));
+        let initial = Restore {
+            root: "/sp/savepoint-000000-abcdefabcdef".into(),
+            metadata: CheckpointMetadata {
+                format_version: 1,
+                checkpoint_id: 7,
+                savepoint: true,
+                ..Default::default()
+            },
+        };
+        let a = running_sub(
+            &mut m,
+            JobSubmission {
+                initial_restore: Some(initial.clone()),
+                ..job(CheckpointSettings::default())
+            },
+            t0,
+        );
+        assert_eq!(restore_of(&a), vec![(initial.root.clone(), Some(7)); 2]);
+        let Some(Action::Deploy { deploy, .. }) =
+            a.iter().find(|a| matches!(a, Action::Deploy { .. }))
+        else {
+            panic!()
+        };
+        let c = deploy.checkpointing.as_ref().unwrap();
+        assert_eq!(
+            (c.checkpoint_root.as_str(), c.state_backend.as_str()),
+            ("", "heap")
+        );
+        report_all(&mut m, 0, SubtaskState::Running, t0);
+        assert_eq!(
+            m.poll_timeout(),
+            Some(t0 + Duration::from_secs(50)),
+            "only the heartbeat timeout"
+        );
+        m.tick(t0 + Duration::from_secs(40));
+        assert!(triggers(&drain(&mut m)).is_empty());
+    }
+
+    #[test]
+    fn the_final_commit_goes_to_every_worker_before_finished() {
+        let t0 = Instant::now();
+        let mut m = started(settings(), t0);
+        report_all(
+            &mut m,
+            0,
+            SubtaskState::Finished,
+            t0 + Duration::from_secs(1),
+        );
+        let a = drain(&mut m);
+        assert_eq!(completes(&a), vec![(w(0), u64::MAX), (w(1), u64::MAX)]);
+        let commit = a
+            .iter()
+            .position(|a| matches!(a, Action::NotifyCheckpointComplete { .. }))
+            .unwrap();
+        let finished = a
+            .iter()
+            .position(|a| *a == Action::JobStatusChanged(JobStatus::Finished))
+            .unwrap();
+        let released = a
+            .iter()
+            .position(|a| matches!(a, Action::ReleaseWorker { .. }))
+            .unwrap();
+        assert!(commit < finished && finished < released, "{a:?}");
+        assert_eq!(m.status(), JobStatus::Finished);
+    }
+
+    #[test]
+    fn stop_with_savepoint_ends_finished() {
+        let t0 = Instant::now();
+        let mut m = started(settings(), t0);
+        let request = m.trigger_savepoint(Some("/sp"), true, t0).unwrap();
+        let a = drain(&mut m);
+        let t = a
+            .iter()
+            .find_map(|a| match a {
+                Action::TriggerCheckpoint { trigger, .. } => Some(trigger.clone()),
+                _ => None,
+            })
+            .unwrap();
+        assert!(t.savepoint && t.full && t.target_dir.starts_with("/sp/savepoint-000000-"));
+        for (chain, index, worker) in PLACED {
+            m.acknowledge_checkpoint(&w(worker), &ack(0, chain, index, 1), t0);
+        }
+        let a = drain(&mut m);
+        assert!(a.iter().any(|a| matches!(a, Action::WriteMetadata { root, path, .. } if *root == t.target_dir && path == "_metadata")));
+        m.metadata_written(1, Ok(()), t0);
+        let a = drain(&mut m);
+        assert_eq!(completes(&a), vec![(w(0), 1), (w(1), 1)]);
+        assert!(a.contains(&Action::SavepointCompleted {
+            request_id: request.clone(),
+            location: t.target_dir.clone()
+        }));
+        assert_eq!(cancels(&a), vec![(w(0), 0), (w(1), 0)]);
+        assert_eq!(m.status(), JobStatus::Running);
+        report_all(&mut m, 0, SubtaskState::Canceled, t0);
+        let a = drain(&mut m);
+        assert!(a.iter().any(|a| matches!(a, Action::Finished(_))));
+        assert_eq!(m.status(), JobStatus::Finished);
+        assert!(matches!(
+            m.savepoint_status(&request),
+            Some(crate::job_manager::checkpoints::SavepointStatus::Completed { .. })
+        ));
+    }
 }

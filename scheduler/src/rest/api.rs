@@ -33,6 +33,227 @@ pub trait RestBackend: Send + Sync + 'static {
     /// `PATCH /jobs/{id}?mode=cancel`: asks for cancellation; [`RestError::NotFound`] for an
     /// unknown job, [`RestError::Conflict`] for one already in a terminal state (as Flink).
     fn cancel(&self, id: &JobId) -> Result<(), RestError>;
+    /// `POST /jobs` with a `savepointPath`: the backend reads the snapshot (asynchronously,
+    /// from checkpoint storage) before submitting. The default ignores nothing: it submits.
+    fn submit_async(&self, request: JobRequest) -> BackendFuture<'_, Result<JobId, RestError>> {
+        Box::pin(async move { self.submit(request) })
+    }
+    /// `POST /jobs/{id}/savepoints` (`stop`: `POST /jobs/{id}/stop`): the trigger's request
+    /// id.
+    fn trigger_savepoint(
+        &self,
+        id: &JobId,
+        target_directory: Option<String>,
+        stop: bool,
+    ) -> Result<String, RestError> {
+        let _ = (target_directory, stop);
+        Err(RestError::unknown_job(id))
+    }
+    /// `GET /jobs/{id}/savepoints/{trigger}`.
+    fn savepoint_status(
+        &self,
+        id: &JobId,
+        trigger_id: &str,
+    ) -> Result<AsynchronousOperationResult, RestError> {
+        let _ = trigger_id;
+        Err(RestError::unknown_job(id))
+    }
+    /// `GET /jobs/{id}/checkpoints`; `None` for an unknown job.
+    fn checkpoints(&self, id: &JobId) -> Option<CheckpointingStatistics> {
+        let _ = id;
+        None
+    }
+}
+
+/// A backend operation that waits on I/O.
+pub type BackendFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Body of `POST /jobs/{id}/savepoints` (Flink's field names; unknown fields such as
+/// `formatType` are ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SavepointTriggerRequest {
+    /// Where the savepoint directory is created (default `state.savepoints.dir`).
+    #[serde(default, rename = "target-directory")]
+    pub target_directory: Option<String>,
+    /// Stop the job once the savepoint completed.
+    #[serde(default, rename = "cancel-job")]
+    pub cancel_job: bool,
+}
+
+/// Body of `POST /jobs/{id}/stop` (Flink's field names).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct StopWithSavepointRequest {
+    /// Where the savepoint directory is created (default `state.savepoints.dir`).
+    #[serde(default, rename = "targetDirectory")]
+    pub target_directory: Option<String>,
+    /// Flink's MAX_WATERMARK before stopping; not supported.
+    #[serde(default)]
+    pub drain: bool,
+}
+
+/// `{"request-id": ...}`, the answer to a trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerResponse {
+    /// Ask `GET /jobs/{id}/savepoints/{request-id}` with it.
+    #[serde(rename = "request-id")]
+    pub request_id: String,
+}
+
+/// Flink's `{"status": {"id": ...}, "operation": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsynchronousOperationResult {
+    /// `IN_PROGRESS` or `COMPLETED`.
+    pub status: QueueStatus,
+    /// Absent while in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<SavepointOperation>,
+}
+
+/// `{"id": "IN_PROGRESS" | "COMPLETED"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStatus {
+    /// `IN_PROGRESS` or `COMPLETED`.
+    pub id: String,
+}
+
+/// The outcome of a savepoint: its location, or why it failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SavepointOperation {
+    /// Completed.
+    Location {
+        /// The savepoint directory.
+        location: String,
+    },
+    /// Failed.
+    Failure {
+        /// Flink's `{"class", "stack-trace"}`.
+        #[serde(rename = "failure-cause")]
+        failure_cause: FailureCause,
+    },
+}
+
+/// Flink's serialized throwable, reduced to what we have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureCause {
+    /// An exception class name in Flink; here a fixed name.
+    pub class: String,
+    /// The message.
+    #[serde(rename = "stack-trace")]
+    pub stack_trace: String,
+}
+
+impl AsynchronousOperationResult {
+    /// In progress.
+    pub fn in_progress() -> Self {
+        Self {
+            status: QueueStatus {
+                id: "IN_PROGRESS".into(),
+            },
+            operation: None,
+        }
+    }
+
+    /// Completed at `location`.
+    pub fn completed(location: String) -> Self {
+        Self {
+            status: QueueStatus {
+                id: "COMPLETED".into(),
+            },
+            operation: Some(SavepointOperation::Location { location }),
+        }
+    }
+
+    /// Failed because of `cause`.
+    pub fn failed(cause: String) -> Self {
+        Self {
+            status: QueueStatus {
+                id: "COMPLETED".into(),
+            },
+            operation: Some(SavepointOperation::Failure {
+                failure_cause: FailureCause {
+                    class: "mesoflow.CheckpointException".into(),
+                    stack_trace: cause,
+                },
+            }),
+        }
+    }
+}
+
+/// `GET /jobs/{id}/checkpoints` (Flink's `CheckpointingStatistics`, without the summary).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CheckpointingStatistics {
+    /// Counts.
+    pub counts: CheckpointCounts,
+    /// The latest of each kind.
+    pub latest: LatestCheckpoints,
+    /// The last few, newest first.
+    pub history: Vec<CheckpointStatistics>,
+}
+
+/// Flink's `counts`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CheckpointCounts {
+    /// 1 when the job started from a snapshot.
+    pub restored: u64,
+    /// Triggered.
+    pub total: u64,
+    /// In progress.
+    pub in_progress: u64,
+    /// Completed.
+    pub completed: u64,
+    /// Failed.
+    pub failed: u64,
+}
+
+/// Flink's `latest`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LatestCheckpoints {
+    /// The latest completed checkpoint.
+    pub completed: Option<CheckpointStatistics>,
+    /// The latest completed savepoint.
+    pub savepoint: Option<CheckpointStatistics>,
+    /// The latest failed one.
+    pub failed: Option<CheckpointStatistics>,
+    /// The snapshot the job started from.
+    pub restored: Option<RestoredCheckpoint>,
+}
+
+/// Flink's `latest.restored`, reduced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredCheckpoint {
+    /// Where it lies.
+    pub external_path: String,
+}
+
+/// One checkpoint (Flink's field names).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointStatistics {
+    /// Its id.
+    pub id: u64,
+    /// `IN_PROGRESS`, `COMPLETED` or `FAILED`.
+    pub status: String,
+    /// A savepoint.
+    pub is_savepoint: bool,
+    /// Epoch milliseconds.
+    pub trigger_timestamp: i64,
+    /// Epoch milliseconds.
+    pub latest_ack_timestamp: i64,
+    /// Bytes its metadata references.
+    pub state_size: u64,
+    /// Bytes written for it.
+    pub checkpointed_size: u64,
+    /// Milliseconds from trigger to completion.
+    pub end_to_end_duration: u64,
+    /// Subtasks to acknowledge.
+    pub num_subtasks: u32,
+    /// Subtasks that acknowledged.
+    pub num_acknowledged_subtasks: u32,
+    /// Its directory.
+    pub external_path: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_message: Option<String>,
 }
 
 /// Why the backend refused a request; the server maps each to a status code.

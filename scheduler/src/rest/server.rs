@@ -14,7 +14,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use subtle::ConstantTimeEq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -24,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{
     ErrorBody, JobId, JobIdWithStatus, JobIdsWithStatus, JobRequest, JobsOverview, RestBackend,
-    RestError, SubmitResponse, TaskManagersInfo,
+    RestError, SavepointTriggerRequest, StopWithSavepointRequest, SubmitResponse, TaskManagersInfo,
+    TriggerResponse,
 };
 use super::metrics;
 
@@ -199,6 +200,10 @@ pub fn router(backend: Arc<dyn RestBackend>, token: Option<&str>, max_body_bytes
         .route("/jobs", get(jobs).post(submit))
         .route("/jobs/overview", get(jobs_overview))
         .route("/jobs/{id}", get(job).patch(cancel))
+        .route("/jobs/{id}/savepoints", post(trigger_savepoint))
+        .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
+        .route("/jobs/{id}/stop", post(stop_with_savepoint))
+        .route("/jobs/{id}/checkpoints", get(checkpoints))
         .route("/taskmanagers", get(task_managers))
         .route("/metrics", get(prometheus))
         .fallback(not_found)
@@ -353,7 +358,7 @@ async fn submit(State(b): Backend, body: Result<Bytes, BytesRejection>) -> Respo
         }
     };
     let job = request.job.clone();
-    match b.submit(request) {
+    match b.submit_async(request).await {
         Ok(id) => {
             tracing::info!(%id, %job, "job submitted over REST");
             json(
@@ -397,6 +402,108 @@ async fn cancel(
             json(StatusCode::ACCEPTED, &serde_json::json!({}))
         }
         Err(e) => rest_error(e),
+    }
+}
+
+/// A JSON body of type `T`, or the 400 naming what is wrong with it. An empty body is `{}`.
+#[allow(clippy::result_large_err)] // The error is the response itself, returned at once.
+fn body_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<T, Response> {
+    let body = body.map_err(|e| error(e.status(), e.body_text()))?;
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &body
+    };
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut reader).map_err(|e| {
+        let path = e.path().to_string();
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid {what}: {at}{}", e.into_inner()),
+        )
+    })
+}
+
+async fn trigger_savepoint(
+    State(b): Backend,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id: JobId = match raw.parse() {
+        Ok(id) => id,
+        Err(e) => return bad_id(e),
+    };
+    let request: SavepointTriggerRequest = match body_json(body, "savepoint request") {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    match b.trigger_savepoint(&id, request.target_directory, request.cancel_job) {
+        Ok(request_id) => {
+            tracing::info!(%id, request = %request_id, "savepoint triggered over REST");
+            json(StatusCode::ACCEPTED, &TriggerResponse { request_id })
+        }
+        Err(e) => rest_error(e),
+    }
+}
+
+async fn stop_with_savepoint(
+    State(b): Backend,
+    Path(raw): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let id: JobId = match raw.parse() {
+        Ok(id) => id,
+        Err(e) => return bad_id(e),
+    };
+    let request: StopWithSavepointRequest = match body_json(body, "stop request") {
+        Ok(r) => r,
+        Err(response) => return response,
+    };
+    if request.drain {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "drain (stop with MAX_WATERMARK) is not supported; use \"drain\": false",
+        );
+    }
+    match b.trigger_savepoint(&id, request.target_directory, true) {
+        Ok(request_id) => {
+            tracing::info!(%id, request = %request_id, "stop-with-savepoint triggered over REST");
+            json(StatusCode::ACCEPTED, &TriggerResponse { request_id })
+        }
+        Err(e) => rest_error(e),
+    }
+}
+
+async fn savepoint_status(
+    State(b): Backend,
+    Path((raw, trigger)): Path<(String, String)>,
+) -> Response {
+    let id: JobId = match raw.parse() {
+        Ok(id) => id,
+        Err(e) => return bad_id(e),
+    };
+    match b.savepoint_status(&id, &trigger) {
+        Ok(status) => json(StatusCode::OK, &status),
+        Err(e) => rest_error(e),
+    }
+}
+
+async fn checkpoints(State(b): Backend, Path(raw): Path<String>) -> Response {
+    let id: JobId = match raw.parse() {
+        Ok(id) => id,
+        Err(e) => return bad_id(e),
+    };
+    match b.checkpoints(&id) {
+        Some(stats) => json(StatusCode::OK, &stats),
+        None => rest_error(RestError::unknown_job(&id)),
     }
 }
 

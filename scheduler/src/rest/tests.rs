@@ -20,6 +20,8 @@ pub(crate) struct FakeBackend {
 struct FakeState {
     next_id: u128,
     jobs: BTreeMap<JobId, FakeJob>,
+    /// Savepoint triggers: (job, request id) -> location, polls left before completion.
+    savepoints: BTreeMap<(JobId, String), (String, u32)>,
 }
 
 struct FakeJob {
@@ -35,6 +37,7 @@ impl FakeBackend {
             state: Mutex::new(FakeState {
                 next_id: 0xfeed_0000_0000_0000_0000_0000_0000_0001,
                 jobs: BTreeMap::new(),
+                savepoints: BTreeMap::new(),
             }),
             finish_after,
         })
@@ -236,6 +239,60 @@ impl RestBackend for FakeBackend {
         }
         j.state = JobState::Cancelled;
         Ok(())
+    }
+
+    fn trigger_savepoint(
+        &self,
+        id: &JobId,
+        target_directory: Option<String>,
+        stop: bool,
+    ) -> Result<String, RestError> {
+        let mut s = self.state.lock().unwrap();
+        if !s.jobs.contains_key(id) {
+            return Err(RestError::unknown_job(id));
+        }
+        let target = target_directory.ok_or_else(|| {
+            RestError::BadRequest("no savepoint target directory: give one (target-directory) or configure state.savepoints.dir".into())
+        })?;
+        let request = format!("{:032x}", s.savepoints.len() + 1);
+        let location = format!("{target}/savepoint-feed00-{:012x}", s.savepoints.len() + 1);
+        s.savepoints.insert((*id, request.clone()), (location, 1));
+        if stop && let Some(j) = s.jobs.get_mut(id) {
+            j.state = JobState::Finished;
+        }
+        Ok(request)
+    }
+
+    fn savepoint_status(
+        &self,
+        id: &JobId,
+        trigger_id: &str,
+    ) -> Result<AsynchronousOperationResult, RestError> {
+        let mut s = self.state.lock().unwrap();
+        let (location, polls) = s
+            .savepoints
+            .get_mut(&(*id, trigger_id.to_owned()))
+            .ok_or_else(|| {
+                RestError::NotFound(format!("savepoint trigger {trigger_id} not found"))
+            })?;
+        if *polls > 0 {
+            *polls -= 1;
+            return Ok(AsynchronousOperationResult::in_progress());
+        }
+        Ok(AsynchronousOperationResult::completed(location.clone()))
+    }
+
+    fn checkpoints(&self, id: &JobId) -> Option<CheckpointingStatistics> {
+        let s = self.state.lock().unwrap();
+        s.jobs.get(id)?;
+        Some(CheckpointingStatistics {
+            counts: CheckpointCounts {
+                total: 1,
+                completed: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
     }
 }
 
@@ -590,4 +647,97 @@ fn job_ids_round_trip_as_32_hex_digits() {
         serde_json::to_string(&id).unwrap(),
         "\"000000000000000000000000000000ab\""
     );
+}
+
+#[tokio::test]
+async fn savepoints_stop_and_checkpoints_answer_in_flinks_shape() {
+    let server = start(FakeBackend::new(1000), None).await;
+    let base = server.url();
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/jobs"),
+        Some(STATELESS.into()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["jobid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/jobs/{id}/savepoints"),
+        Some(r#"{"target-directory": "/sp", "cancel-job": false}"#.into()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let trigger = serde_json::from_str::<Value>(&body).unwrap()["request-id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let v = get_json(format!("{base}/jobs/{id}/savepoints/{trigger}")).await;
+    assert_eq!(v, serde_json::json!({"status": {"id": "IN_PROGRESS"}}));
+    let v = get_json(format!("{base}/jobs/{id}/savepoints/{trigger}")).await;
+    assert_eq!(v["status"]["id"], "COMPLETED");
+    assert_eq!(
+        v["operation"]["location"],
+        "/sp/savepoint-feed00-000000000001"
+    );
+
+    // No directory: 400 with the backend's message; malformed body: 400 naming the field.
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/jobs/{id}/savepoints"),
+        Some(String::new()),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(
+        first_error(&body).contains("state.savepoints.dir"),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/jobs/{id}/savepoints"),
+        Some(r#"{"cancel-job": "yes"}"#.into()),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(first_error(&body).contains("cancel-job"), "{body}");
+    let (status, _, body) = call(
+        reqwest::Method::GET,
+        format!("{base}/jobs/{id}/savepoints/nope"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _, _) = call(
+        reqwest::Method::POST,
+        format!("{base}/jobs/xyz/savepoints"),
+        Some("{}".into()),
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let v = get_json(format!("{base}/jobs/{id}/checkpoints")).await;
+    assert_eq!(v["counts"]["completed"], 1);
+    assert!(v["history"].as_array().unwrap().is_empty());
+
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/jobs/{id}/stop"),
+        Some(r#"{"targetDirectory": "/sp", "drain": true}"#.into()),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(first_error(&body).contains("drain"), "{body}");
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        format!("{base}/jobs/{id}/stop"),
+        Some(r#"{"targetDirectory": "/sp", "drain": false}"#.into()),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("request-id"));
 }
