@@ -94,13 +94,15 @@ pub enum SegmentError {
 }
 
 /// Compresses `payload` into a frame.
+///
+/// # Panics
+/// Only when zstd cannot allocate its compression context (out of memory).
 pub fn encode(payload: &[u8]) -> Vec<u8> {
-    // Compressing from memory into memory cannot fail short of allocation failure; the
-    // fallback keeps the function total (an error here would otherwise need a variant that
-    // no caller can act on) by storing the bytes as a level-0 zstd frame via the same API.
+    // zstd's one-shot compression sizes its output with ZSTD_compressBound and uses a fixed,
+    // valid level, so it fails only when a compression context cannot be allocated: the same
+    // out-of-memory condition on which any Vec allocation aborts the process.
     let compressed = zstd::bulk::compress(payload, ZSTD_LEVEL)
-        .or_else(|_| zstd::bulk::compress(payload, 0))
-        .unwrap_or_default();
+        .expect("in-memory zstd compression fails only when out of memory");
     let mut frame = Vec::with_capacity(HEADER_LEN + compressed.len());
     frame.extend_from_slice(&MAGIC);
     frame.push(FORMAT_VERSION);
