@@ -5,12 +5,25 @@
 #   scripts/services.sh stop
 #   scripts/services.sh status
 #
-# Services: ZooKeeper (Debian's `zookeeper` package; installed on first use). State lives under
+# Services: ZooKeeper (Debian's `zookeeper` package; installed on first use) and HDFS (Hadoop's
+# MiniDFSCluster with one DataNode, launched by scripts/minidfs, built with Maven on first use; the
+# first build downloads the Hadoop test cluster from Maven Central). State lives under
 # $MESOFLOW_SERVICES_DIR (default: $TMPDIR/mesoflow-services) so `stop` finds what `start` began.
-# HDFS (a MiniDFSCluster) joins here with the checkpoint-storage work.
+#
+# Stopping and restarting the NameNode from a test ("HDFS gone, then back"): everything needed is
+# in $MESOFLOW_TEST_HDFS_DIR (exported by `start`):
+#   pid      the cluster's JVM (NameNode and DataNode run in one process)
+#   address  hdfs://127.0.0.1:PORT, written by the launcher once the cluster is up
+#   port     the NameNode RPC port; data/  the cluster's files
+#   cmd      a bash command that relaunches the cluster on the same port and data, unformatted
+# Stop:    kill "$(cat pid)" and wait until the process is gone (it shuts down cleanly on SIGTERM).
+# Restart: rm -f address; bash -c "$(cat cmd)" >>minidfs.log 2>&1 & echo $! >pid
+#          then wait for `address` to reappear. `cmd` execs java, so $! is the JVM itself.
+# Keep `pid` current: `stop` kills the process it names.
 set -euo pipefail
 
 dir="${MESOFLOW_SERVICES_DIR:-${TMPDIR:-/tmp}/mesoflow-services}"
+minidfs_src="$(cd "$(dirname "$0")" && pwd)/minidfs"
 log() { printf 'services: %s\n' "$*" >&2; }
 
 free_port() {
@@ -70,6 +83,80 @@ CFG
   echo "export MESOFLOW_TEST_ZK=127.0.0.1:$port"
 }
 
+ensure_maven_installed() {
+  if command -v mvn >/dev/null && command -v java >/dev/null; then return; fi
+  log "installing Maven and a JDK (Debian packages)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq maven default-jdk-headless >&2
+}
+
+# Builds the MiniDFSCluster launcher into scripts/minidfs/target unless it is up to date.
+build_minidfs() {
+  local class="$minidfs_src/target/classes/io/mesoflow/minidfs/MiniDfs.class"
+  local java="$minidfs_src/src/main/java/io/mesoflow/minidfs/MiniDfs.java"
+  if [ -f "$class" ] && [ -d "$minidfs_src/target/dependency" ] \
+    && [ "$class" -nt "$java" ] && [ "$class" -nt "$minidfs_src/pom.xml" ]; then
+    return
+  fi
+  ensure_maven_installed
+  local started=$SECONDS buildlog="$dir/minidfs-build.log"
+  log "building the HDFS test cluster launcher (first run: downloads ~110 MB of Hadoop from Maven Central)"
+  if ! mvn -B -q -f "$minidfs_src/pom.xml" package >"$buildlog" 2>&1; then
+    log "building scripts/minidfs failed; the Maven output ends with"
+    tail -n 40 "$buildlog" >&2
+    return 1
+  fi
+  log "HDFS launcher built in $((SECONDS - started)) s"
+}
+
+# Waits until the launcher has written the NameNode URI and the NameNode accepts connections.
+wait_hdfs() {
+  local hdfs=$1 port=$2 deadline=$((SECONDS + 120))
+  while [ $SECONDS -lt $deadline ]; do
+    if ! kill -0 "$(cat "$hdfs/pid")" 2>/dev/null; then
+      log "the HDFS test cluster exited during startup; its log follows"
+      tail -n 60 "$hdfs/minidfs.log" >&2 || true
+      return 1
+    fi
+    if [ -s "$hdfs/address" ] && (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
+      return 0
+    fi
+    sleep 1
+  done
+  log "HDFS did not come up on 127.0.0.1:$port within 120 s; its log follows"
+  tail -n 60 "$hdfs/minidfs.log" >&2 || true
+  stop_one hdfs
+  return 1
+}
+
+start_hdfs() {
+  local hdfs="$dir/hdfs" port
+  if [ -f "$hdfs/pid" ] && kill -0 "$(cat "$hdfs/pid")" 2>/dev/null; then
+    echo "export MESOFLOW_TEST_HDFS=$(cat "$hdfs/address")"
+    echo "export MESOFLOW_TEST_HDFS_DIR=$hdfs"
+    return
+  fi
+  build_minidfs
+  rm -rf "$hdfs" && mkdir -p "$hdfs/data"
+  port=$(free_port)
+  echo "$port" >"$hdfs/port"
+  # One JVM runs the NameNode and the DataNode; every socket is bound to 127.0.0.1 (see
+  # MiniDfs.java). IPv4 only, so nothing listens on an IPv6 wildcard either.
+  local java_cmd
+  java_cmd=$(printf '%q ' java -Xmx512m -Djava.net.preferIPv4Stack=true \
+    -Dorg.slf4j.simpleLogger.defaultLogLevel=warn -Dorg.slf4j.simpleLogger.showDateTime=true \
+    -cp "$minidfs_src/target/classes:$minidfs_src/target/dependency/*" io.mesoflow.minidfs.MiniDfs \
+    --data-dir "$hdfs/data" --uri-file "$hdfs/address" --port "$port")
+  echo "exec $java_cmd--format false" >"$hdfs/cmd"
+  nohup bash -c "exec $java_cmd--format true" >"$hdfs/minidfs.log" 2>&1 &
+  echo $! >"$hdfs/pid"
+  wait_hdfs "$hdfs" "$port"
+  log "HDFS up at $(cat "$hdfs/address") (pid $(cat "$hdfs/pid"))"
+  echo "export MESOFLOW_TEST_HDFS=$(cat "$hdfs/address")"
+  echo "export MESOFLOW_TEST_HDFS_DIR=$hdfs"
+}
+
 stop_one() {
   local name=$1 pidfile="$dir/$1/pid" pid
   [ -f "$pidfile" ] || return 0
@@ -84,10 +171,10 @@ stop_one() {
 }
 
 case "${1:-}" in
-  start) mkdir -p "$dir"; start_zookeeper ;;
-  stop) stop_one zookeeper ;;
+  start) mkdir -p "$dir"; start_zookeeper; start_hdfs ;;
+  stop) stop_one hdfs; stop_one zookeeper ;;
   status)
-    for s in zookeeper; do
+    for s in zookeeper hdfs; do
       if [ -f "$dir/$s/pid" ] && kill -0 "$(cat "$dir/$s/pid")" 2>/dev/null; then
         echo "$s: running at $(cat "$dir/$s/address")"
       else echo "$s: stopped"; fi
