@@ -163,10 +163,10 @@ pub struct Restore {
     pub metadata: CheckpointMetadata,
 }
 
-/// The `_metadata` file's bytes.
-// TODO(segment): frame with `mesoflow_dataplane::checkpoint::segment::encode` once it lands.
+/// The `_metadata` file's bytes: the protobuf in a checksummed segment frame, so that a
+/// damaged or truncated file is recognised as such.
 pub fn encode_metadata(metadata: &CheckpointMetadata) -> Vec<u8> {
-    metadata.encode_to_vec()
+    mesoflow_dataplane::checkpoint::segment::encode(&metadata.encode_to_vec())
 }
 
 /// A `_metadata` file that cannot be used.
@@ -188,10 +188,11 @@ pub enum MetadataError {
 }
 
 /// Decodes and checks a `_metadata` file.
-// TODO(segment): unframe with `mesoflow_dataplane::checkpoint::segment::decode` once it lands.
 pub fn decode_metadata(bytes: &[u8]) -> Result<CheckpointMetadata, MetadataError> {
-    let metadata =
-        CheckpointMetadata::decode(bytes).map_err(|e| MetadataError::Decode(e.to_string()))?;
+    let payload = mesoflow_dataplane::checkpoint::segment::decode(bytes)
+        .map_err(|e| MetadataError::Decode(e.to_string()))?;
+    let metadata = CheckpointMetadata::decode(payload.as_slice())
+        .map_err(|e| MetadataError::Decode(e.to_string()))?;
     if metadata.format_version != FORMAT_VERSION {
         return Err(MetadataError::Version {
             found: metadata.format_version,
