@@ -26,6 +26,7 @@ fn run_job(name: &str, params: &[&str], parallelism: u32) -> Vec<String> {
         batch_size: 64,
         channel_capacity: 4,
         buffer_timeout_ms: 5,
+        ..Default::default()
     };
     let result = run_local(job, config).unwrap();
     let mut v = lines.lock().clone();

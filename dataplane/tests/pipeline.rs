@@ -26,6 +26,7 @@ fn small_batches() -> RuntimeConfig {
         batch_size: 7,
         channel_capacity: 2,
         buffer_timeout_ms: 5,
+        ..Default::default()
     }
 }
 

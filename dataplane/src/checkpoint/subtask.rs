@@ -117,12 +117,15 @@ pub struct RestoredState {
     /// segments; false for a savepoint (self-contained, owned by the user).
     pub shared: bool,
     /// Keyed state: (operator, state) -> key group -> (raw bytes, where they lie).
-    pub keyed: HashMap<(String, String), BTreeMap<u32, (Vec<u8>, KeyGroupState)>>,
+    pub keyed: HashMap<(String, String), RestoredKeyGroups>,
     /// Operator state: (operator, state) -> snapshotted subtask -> raw bytes.
     pub operator: HashMap<(String, String), BTreeMap<u32, Vec<u8>>>,
     /// Parallelism of each operator when it was snapshotted.
     pub parallelism: HashMap<String, u32>,
 }
+
+/// Restored key groups of one state: key group -> (raw bytes, where they lie).
+pub type RestoredKeyGroups = BTreeMap<u32, (Vec<u8>, KeyGroupState)>;
 
 type CompleteHook = Box<dyn FnMut(u64) -> Result<()> + Send>;
 
