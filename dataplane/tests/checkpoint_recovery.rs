@@ -4,7 +4,7 @@
 //! without failure. The snapshots stay in memory here (the TaskManager uploads them to
 //! storage; its tests cover that path).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,6 +81,7 @@ fn run(
             placement: None,
             links: None,
             config: &config,
+            state_backend: &mesoflow_dataplane::StateBackend::Heap,
             cancel: &cancel,
             checkpoints: Some(services.clone() as Arc<dyn CheckpointServices>),
             restored,
@@ -159,7 +160,7 @@ fn restored_from(snapshots: &[SubtaskSnapshot]) -> RestoredState {
             };
             r.keyed
                 .entry((k.operator_id.clone(), k.state_name.clone()))
-                .or_insert_with(BTreeMap::new)
+                .or_default()
                 .insert(
                     k.key_group,
                     (
