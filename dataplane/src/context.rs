@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::checkpoint::subtask::SubtaskCheckpoint;
 use crate::key_groups::KeyGroupRange;
+use crate::state::StateBackend;
 
 /// Tunables of the runtime (the `execution.*` configuration keys).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +99,9 @@ pub struct TaskContext {
     pub key_groups: KeyGroupRange,
     /// Runtime tunables.
     pub config: RuntimeConfig,
+    /// Where keyed state lives (`state.backend.type`); not in [`RuntimeConfig`], which the
+    /// JobManager fills from the job's configuration: the TaskManager picks the directory.
+    pub state_backend: StateBackend,
     /// Cancellation of the whole job.
     pub cancel: CancelToken,
     /// Job-wide counters.
@@ -132,6 +136,7 @@ impl TaskContext {
                 crate::key_groups::DEFAULT_MAX_PARALLELISM,
             ),
             config: RuntimeConfig::default(),
+            state_backend: StateBackend::Heap,
             cancel: CancelToken::default(),
             metrics: Arc::new(JobMetrics::default()),
             checkpoint: SubtaskCheckpoint::disabled(),

@@ -61,6 +61,10 @@ pub enum EngineError {
         /// What went wrong.
         message: String,
     },
+    /// The keyed state backend failed (a state file could not be written, or its contents
+    /// were damaged).
+    #[error("keyed state: {0}")]
+    StateBackend(#[from] crate::state::StateError),
     /// The reader of stdout went away (`mesoflow run ... | head`): the job stops quietly.
     #[error("stdout was closed by its reader")]
     OutputClosed,

@@ -10,7 +10,7 @@ use crate::element::{Batch, Control, Data, Rec};
 use crate::emitter::{BoxEmitter, Emitter};
 use crate::error::Result;
 use crate::key_groups::Key;
-use crate::state::KeyedStore;
+use crate::state::{KeyedStore, StateCodec};
 use crate::timers::{TimeDomain, TimerQueue};
 
 /// Rolling reduce: per key, folds each record into the running value and emits the new value.
@@ -49,7 +49,7 @@ impl<T: Data, K: Key, KF, R> RollingReduce<T, K, KF, R> {
     /// Reduces into `out`, keyed by `key`; starts from the restored state, if any.
     pub fn new(key: KF, reduce: Arc<R>, ctx: &TaskContext, out: BoxEmitter<T>) -> Result<Self> {
         let state = StateIds::of(ctx);
-        let mut store = KeyedStore::new(ctx.key_groups, ctx.max_parallelism);
+        let mut store = KeyedStore::for_operator(ctx, StateCodec::identity())?;
         store.restore_as(&state.checkpoint, &state.op, VALUES, |v: T| v)?;
         Ok(Self {
             key,
@@ -73,18 +73,13 @@ where
         let reduce = &*self.reduce;
         for r in batch {
             let k = (self.key)(&r.value);
-            let slot = self.store.slot(&k)?;
-            let map = self.store.group_mut(slot);
-            let value = match map.get_mut(&k) {
+            let value = self.store.upsert(&k, |acc| match acc {
                 Some(acc) => {
                     *acc = reduce(acc, r.value);
-                    acc.clone()
+                    (None, acc.clone())
                 }
-                None => {
-                    map.insert(k, r.value.clone());
-                    r.value
-                }
-            };
+                None => (Some(r.value.clone()), r.value),
+            })?;
             out.push(Rec::new(r.ts, value));
         }
         self.out.batch(out)
@@ -211,7 +206,7 @@ impl<T, K: Key, KF, A: AggregateFunction<T>> RollingAggregate<T, K, KF, A> {
     /// Aggregates into `out`; starts from the restored state, if any.
     pub fn new(key: KF, agg: A, ctx: &TaskContext, out: BoxEmitter<(K, A::Out)>) -> Result<Self> {
         let state = StateIds::of(ctx);
-        let mut store = KeyedStore::new(ctx.key_groups, ctx.max_parallelism);
+        let mut store = KeyedStore::for_operator(ctx, StateCodec::identity())?;
         store.restore_as(&state.checkpoint, &state.op, VALUES, |v: A::Acc| v)?;
         Ok(Self {
             key,
@@ -361,7 +356,7 @@ impl<I, K: Key, KF, P: KeyedProcessFunction<K, I>> KeyedProcessOp<I, K, KF, P> {
     /// Runs `function` keyed by `key`; starts from the restored state and timers, if any.
     pub fn new(key: KF, function: P, ctx: &TaskContext, out: BoxEmitter<P::Out>) -> Result<Self> {
         let state = StateIds::of(ctx);
-        let mut store = KeyedStore::new(ctx.key_groups, ctx.max_parallelism);
+        let mut store = KeyedStore::for_operator(ctx, StateCodec::identity())?;
         store.restore_as(&state.checkpoint, &state.op, VALUES, |v: P::State| v)?;
         let mut event_timers = TimerQueue::default();
         event_timers.restore(&state.checkpoint, &state.op, EVENT_TIMERS)?;
@@ -410,7 +405,7 @@ impl<I, K: Key, KF, P: KeyedProcessFunction<K, I>> KeyedProcessOp<I, K, KF, P> {
             };
             self.function.on_timer(t, domain, &mut ctx);
             if ctx.clear {
-                self.store.remove(&k);
+                self.store.remove(&k)?;
             }
         }
         self.out.batch(out)
@@ -442,7 +437,7 @@ where
             };
             self.function.process_element(r.value, &mut ctx);
             if ctx.clear {
-                self.store.remove(&k);
+                self.store.remove(&k)?;
             }
         }
         if out.is_empty() {

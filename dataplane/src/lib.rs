@@ -69,7 +69,6 @@ pub mod sinks;
 pub mod source;
 pub mod sources;
 pub mod state;
-pub mod state_primitives;
 pub mod stream;
 pub mod timers;
 pub mod watermarks;
@@ -82,6 +81,9 @@ pub use context::{CancelToken, JobMetrics, RuntimeConfig, TaskContext};
 pub use element::{Barrier, Batch, ChannelEvent, Control, Data, Message, Rec};
 pub use error::{EngineError, Result};
 pub use jobgraph::{JobGraph, Partitioning};
-pub use runtime::{Job, JobResult, run_local, start_local};
+pub use runtime::{
+    Job, JobResult, run_local, run_local_with_state, start_local, start_local_with_state,
+};
+pub use state::StateBackend;
 pub use stream::{DataStream, EnvConfig, KeyedStream, OutputTag, SinkSpec, StreamEnvironment};
 pub use watermarks::WatermarkStrategy;

@@ -81,6 +81,7 @@ fn run(
             placement: None,
             links: None,
             config: &config,
+            state_backend: &mesoflow_dataplane::StateBackend::Heap,
             cancel: &cancel,
             checkpoints: Some(services.clone() as Arc<dyn CheckpointServices>),
             restored,

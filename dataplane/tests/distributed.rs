@@ -96,6 +96,7 @@ fn on_two_executors(
                 placement: Some(&placement),
                 links: Some(links),
                 config: &runtime_config,
+                state_backend: &mesoflow_dataplane::StateBackend::Heap,
                 cancel: &cancel,
                 checkpoints: None,
                 restored: None,

@@ -19,6 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::jobgraph::{JobGraph, NodeKind};
 use crate::plan::plan;
 use crate::registry::Registry;
+use crate::state::StateBackend;
 use task::{RunningSubtask, spawn_subtask};
 use wiring::{Deployment, wire};
 
@@ -135,6 +136,15 @@ impl Job {
 
 /// Runs a job in this process and returns immediately with a handle.
 pub fn start_local(job: Job, config: RuntimeConfig) -> Result<JobHandle> {
+    start_local_with_state(job, config, &StateBackend::Heap)
+}
+
+/// [`start_local`] with keyed state on `state_backend`.
+pub fn start_local_with_state(
+    job: Job,
+    config: RuntimeConfig,
+    state_backend: &StateBackend,
+) -> Result<JobHandle> {
     let plan = plan(&job.graph)?;
     if !job.graph.nodes.iter().any(|n| n.kind == NodeKind::Sink) {
         return Err(EngineError::InvalidGraph(
@@ -151,6 +161,7 @@ pub fn start_local(job: Job, config: RuntimeConfig) -> Result<JobHandle> {
             placement: None,
             links: None,
             config: &config,
+            state_backend,
             cancel: &cancel,
             checkpoints: None,
             restored: None,
@@ -204,4 +215,13 @@ pub fn start_local(job: Job, config: RuntimeConfig) -> Result<JobHandle> {
 /// Runs a job in this process to completion.
 pub fn run_local(job: Job, config: RuntimeConfig) -> Result<JobResult> {
     start_local(job, config)?.join()
+}
+
+/// [`run_local`] with keyed state on `state_backend`.
+pub fn run_local_with_state(
+    job: Job,
+    config: RuntimeConfig,
+    state_backend: &StateBackend,
+) -> Result<JobResult> {
+    start_local_with_state(job, config, state_backend)?.join()
 }

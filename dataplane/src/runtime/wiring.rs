@@ -27,6 +27,7 @@ use crate::runtime::Job;
 use crate::runtime::channel::RemoteLinks;
 use crate::runtime::task::{MailboxSender, SubtaskIo, SubtaskRunner, subtask_io};
 use crate::shuffle::ChannelId;
+use crate::state::StateBackend;
 
 /// Where the subtasks of one attempt run: an executor id per subtask, and where each executor's
 /// shuffle endpoint listens.
@@ -52,6 +53,8 @@ pub struct Deployment<'a> {
     pub links: Option<Arc<RemoteLinks>>,
     /// Runtime tunables.
     pub config: &'a RuntimeConfig,
+    /// Where keyed state lives.
+    pub state_backend: &'a StateBackend,
     /// Cancellation of this attempt's subtasks here.
     pub cancel: &'a CancelToken,
     /// Checkpointing: the TaskManager's upload services (none: no checkpoints) and the state
@@ -196,7 +199,7 @@ pub fn wire(
             tx,
             rx,
             (io, mail),
-            d.config,
+            (d.config, d.state_backend),
             d.cancel,
             &metrics_of(s),
             SubtaskCheckpoint::new(s, d.checkpoints.clone(), d.restored.clone()),
@@ -210,7 +213,7 @@ pub fn task_context(
     graph: &JobGraph,
     node: usize,
     index: u32,
-    config: &RuntimeConfig,
+    (config, state_backend): (&RuntimeConfig, &StateBackend),
     cancel: &CancelToken,
     metrics: &Arc<JobMetrics>,
     checkpoint: &SubtaskCheckpoint,
@@ -225,6 +228,7 @@ pub fn task_context(
         max_parallelism: n.max_parallelism,
         key_groups: KeyGroupRange::for_subtask(index, n.parallelism, n.max_parallelism),
         config: config.clone(),
+        state_backend: state_backend.clone(),
         cancel: cancel.clone(),
         metrics: metrics.clone(),
         checkpoint: checkpoint.clone(),
@@ -244,7 +248,7 @@ fn build_subtask(
     mut senders: HashMap<usize, Vec<AnyBox>>,
     receivers: Vec<AnyBox>,
     (io, mail): (SubtaskIo, MailboxSender),
-    config: &RuntimeConfig,
+    config: (&RuntimeConfig, &StateBackend),
     cancel: &CancelToken,
     metrics: &Arc<JobMetrics>,
     checkpoint: SubtaskCheckpoint,

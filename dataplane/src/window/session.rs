@@ -10,7 +10,7 @@ use crate::error::Result;
 use crate::key_groups::Key;
 use crate::keyed::AggregateFunction;
 use crate::keyed::{StateIds, VALUES};
-use crate::state::KeyedStore;
+use crate::state::{KeyedStore, StateCodec};
 use crate::timers::{TimeDomain, TimerQueue};
 use crate::window::TimeWindow;
 
@@ -30,6 +30,27 @@ struct Session<Acc> {
     window: TimeWindow,
     acc: Acc,
     fired: bool,
+}
+
+/// A key's sessions as snapshots and the cold tier store them: (start, end, acc, fired).
+type StoredSessions<Acc> = Vec<(i64, i64, Acc, bool)>;
+
+fn to_stored<Acc: Clone>(sessions: &[Session<Acc>]) -> StoredSessions<Acc> {
+    sessions
+        .iter()
+        .map(|s| (s.window.start, s.window.end, s.acc.clone(), s.fired))
+        .collect()
+}
+
+fn from_stored<Acc>(stored: StoredSessions<Acc>) -> Vec<Session<Acc>> {
+    stored
+        .into_iter()
+        .map(|(start, end, acc, fired)| Session {
+            window: TimeWindow { start, end },
+            acc,
+            fired,
+        })
+        .collect()
 }
 
 /// The session window operator.
@@ -70,22 +91,9 @@ where
         late: BoxEmitter<T>,
     ) -> Result<Self> {
         let state = StateIds::of(ctx);
-        let mut store = KeyedStore::new(ctx.key_groups, ctx.max_parallelism);
-        store.restore_as(
-            &state.checkpoint,
-            &state.op,
-            VALUES,
-            |stored: Vec<(i64, i64, A::Acc, bool)>| {
-                stored
-                    .into_iter()
-                    .map(|(start, end, acc, fired)| Session {
-                        window: TimeWindow { start, end },
-                        acc,
-                        fired,
-                    })
-                    .collect::<Vec<_>>()
-            },
-        )?;
+        let mut store =
+            KeyedStore::for_operator(ctx, StateCodec::new(|s: &Vec<_>| to_stored(s), from_stored))?;
+        store.restore_as(&state.checkpoint, &state.op, VALUES, from_stored)?;
         let mut timers = TimerQueue::default();
         timers.restore(&state.checkpoint, &state.op, TIMERS)?;
         Ok(Self {
@@ -106,21 +114,18 @@ where
     /// Hands the sessions and their timers to the checkpoint passing through.
     fn snapshot(&mut self) -> Result<()> {
         let StateIds { checkpoint, op } = &self.state;
-        self.store.snapshot_as(checkpoint, op, VALUES, |sessions| {
-            sessions
-                .iter()
-                .map(|s| (s.window.start, s.window.end, s.acc.clone(), s.fired))
-                .collect::<Vec<_>>()
-        })?;
+        self.store
+            .snapshot_as(checkpoint, op, VALUES, |s| to_stored(s))?;
         self.timers.snapshot(checkpoint, op, TIMERS)
     }
 
     /// The open sessions of `key`.
-    pub fn sessions_of(&self, key: &K) -> Vec<TimeWindow> {
-        self.store
-            .get(key)
+    pub fn sessions_of(&mut self, key: &K) -> Result<Vec<TimeWindow>> {
+        Ok(self
+            .store
+            .get(key)?
             .map(|v| v.iter().map(|s| s.window).collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     fn now(&self) -> i64 {
@@ -179,9 +184,7 @@ where
     /// Fires the due sessions of `key` and drops those past their lateness.
     fn fire_key(&mut self, k: &K, now: i64, out: &mut Batch<O>) -> Result<()> {
         let lateness = self.config.lateness;
-        let Some(sessions) = self.store.get_or_insert_with(k, Vec::new).ok() else {
-            return Ok(());
-        };
+        let sessions = self.store.get_or_insert_with(k, Vec::new)?;
         for s in sessions.iter_mut() {
             if !s.fired && s.window.max_timestamp() <= now {
                 s.fired = true;
@@ -205,7 +208,7 @@ where
         });
         let empty = sessions.is_empty();
         if empty {
-            self.store.remove(k);
+            self.store.remove(k)?;
         }
         if let Some(c) = cleanup {
             self.timers.register(k, c);

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::key_groups::Key;
 use crate::keyed::AggregateFunction;
 use crate::keyed::{StateIds, VALUES};
-use crate::state::KeyedStore;
+use crate::state::{KeyedStore, StateCodec};
 use crate::timers::TimeDomain;
 use crate::window::{TimeWindow, gcd};
 
@@ -264,7 +264,10 @@ where
             domain: config.domain,
             lateness: config.lateness.max(0),
             incremental: A::RETRACTABLE && config.lateness <= 0 && config.size != config.slide,
-            store: KeyedStore::new(ctx.key_groups, ctx.max_parallelism),
+            store: KeyedStore::for_operator(
+                ctx,
+                StateCodec::new(KeySlices::to_stored, KeySlices::from_stored),
+            )?,
             live_slices: BTreeSet::new(),
             last_registered: i64::MIN,
             last_fired: None,
@@ -292,9 +295,7 @@ where
                 KeySlices::from_stored(s)
             })?;
         let mut live = BTreeSet::new();
-        for (_, ks) in self.store.iter() {
-            live.extend(ks.slice_ends());
-        }
+        self.store.for_each(|_, ks| live.extend(ks.slice_ends()))?;
         self.live_slices = live;
         // Key groups restored from several subtasks may have fired up to different windows:
         // resume from the earliest (a window is never skipped).
@@ -322,8 +323,10 @@ where
 
     /// Number of (key, slice) accumulators held: with sliding windows this is at most one per
     /// key and slice, however many windows overlap.
-    pub fn accumulator_count(&self) -> usize {
-        self.store.iter().map(|(_, ks)| ks.len()).sum()
+    pub fn accumulator_count(&self) -> Result<usize> {
+        let mut n = 0;
+        self.store.for_each(|_, ks| n += ks.len())?;
+        Ok(n)
     }
 
     /// Number of keys with state.
@@ -337,11 +340,12 @@ where
     }
 
     /// The slice ends held for `key`.
-    pub fn slices_of(&self, key: &K) -> Vec<i64> {
-        self.store
-            .get(key)
+    pub fn slices_of(&mut self, key: &K) -> Result<Vec<i64>> {
+        Ok(self
+            .store
+            .get(key)?
             .map(|ks| ks.slice_ends().collect())
-            .unwrap_or_default()
+            .unwrap_or_default())
     }
 
     fn current_time(&self) -> i64 {
@@ -438,7 +442,7 @@ where
             self.store.retain(|_, ks| {
                 ks.retain(|s| !expired(s));
                 !ks.is_empty()
-            });
+            })?;
         }
         self.flush_pending()
     }
@@ -461,7 +465,7 @@ where
                     ));
                 }
                 !ks.is_empty()
-            });
+            })?;
             self.pending = results;
             if self.pending.len() >= self.batch_size {
                 self.flush_pending()?;
@@ -480,7 +484,7 @@ where
                 !(last <= end && last.saturating_sub(1).saturating_add(lateness) <= t)
             });
             !ks.is_empty()
-        });
+        })?;
         self.pending = results;
         if self.pending.len() >= self.batch_size {
             self.flush_pending()?;
@@ -558,22 +562,24 @@ where
             return self.late.batch(vec![rec]);
         }
         let k = (self.key)(&rec.value);
-        let slot = self.store.slot(&k)?;
-        let map = self.store.group_mut(slot);
         let agg = &self.agg;
-        let ks = match map.get_mut(&k) {
-            Some(ks) => ks,
-            None => map.entry(k.clone()).or_insert_with(KeySlices::new),
-        };
-        let (acc, new_slice) = ks.slot(s, || agg.create());
-        agg.add(acc, &rec.value);
-        if let Some(run) = &mut ks.running
-            && s <= run.added_upto
-        {
-            // Out of order into a slice the running accumulator already holds.
-            agg.add(&mut run.acc, &rec.value);
-            run.slices += u32::from(new_slice);
-        }
+        let new_slice = self.store.upsert(&k, |ks| {
+            let mut created = None;
+            let ks = match ks {
+                Some(ks) => ks,
+                None => created.insert(KeySlices::new()),
+            };
+            let (acc, new_slice) = ks.slot(s, || agg.create());
+            agg.add(acc, &rec.value);
+            if let Some(run) = &mut ks.running
+                && s <= run.added_upto
+            {
+                // Out of order into a slice the running accumulator already holds.
+                agg.add(&mut run.acc, &rec.value);
+                run.slices += u32::from(new_slice);
+            }
+            (created, new_slice)
+        })?;
         if new_slice && s != self.last_registered {
             self.live_slices.insert(s);
             self.last_registered = s;
@@ -590,7 +596,7 @@ where
             }
             let upto = fired.min(last_end);
             while end <= upto {
-                if let Some(ks) = self.store.get(&k)
+                if let Some(ks) = self.store.get(&k)?
                     && let Some(acc) = Self::window_result(&self.agg, &geo, ks, end)
                 {
                     let window = TimeWindow {

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use mesoflow_dataplane::Barrier;
@@ -22,6 +23,7 @@ use mesoflow_dataplane::runtime::wiring::{Deployment, Placement, wire};
 use mesoflow_dataplane::shuffle::ShuffleEndpoint;
 use mesoflow_dataplane::{
     CancelToken, EngineError, EnvConfig, JobGraph, JobMetrics, RuntimeConfig, SinkSpec,
+    StateBackend,
 };
 use mesoflow_proto::control::checkpointing::Mode as CheckpointMode;
 use mesoflow_proto::control::{Checkpointing, TriggerCheckpoint};
@@ -157,6 +159,30 @@ fn runtime_of(def: &JobDefinition, checkpointing: Option<&Checkpointing>) -> Run
     config
 }
 
+/// Where the attempt's keyed state lives: `state.backend.type` of the deployment, with the files
+/// of the `mmap` backend in `state_dir`.
+fn state_backend_of(
+    checkpointing: Option<&Checkpointing>,
+    state_dir: &Path,
+) -> Result<StateBackend, String> {
+    let Some(c) = checkpointing else {
+        return Ok(StateBackend::Heap);
+    };
+    match c.state_backend.as_str() {
+        "" | "heap" | "hashmap" => Ok(StateBackend::Heap),
+        "mmap" => {
+            let budget = match c.state_memory_budget {
+                0 => StateBackend::DEFAULT_MEMORY_BUDGET,
+                b => usize::try_from(b).unwrap_or(usize::MAX),
+            };
+            Ok(StateBackend::mmap(state_dir, budget))
+        }
+        other => Err(format!(
+            "state.backend.type '{other}' is not a state backend of this TaskManager (heap, mmap)"
+        )),
+    }
+}
+
 impl Attempt {
     /// Builds and starts the subtasks `deploy` assigns to executor `here`. Every error is a
     /// message for the JobManager (the deployment is refused; nothing is left running).
@@ -167,6 +193,7 @@ impl Attempt {
         exits: UnboundedSender<SubtaskExit>,
         checkpoints: Option<Arc<AttemptCheckpoints>>,
         restored: Option<Arc<RestoredState>>,
+        state_dir: &Path,
     ) -> Result<Self, String> {
         let key = (job_id_of(&deploy.job_id)?, deploy.attempt);
         let def = deploy.job.as_ref().ok_or("the deployment carries no job")?;
@@ -235,6 +262,7 @@ impl Attempt {
         });
         let cancel = CancelToken::default();
         let config = runtime_of(def, deploy.checkpointing.as_ref());
+        let state_backend = state_backend_of(deploy.checkpointing.as_ref(), state_dir)?;
         let metrics: HashMap<SubtaskId, Arc<JobMetrics>> = mine
             .iter()
             .map(|&s| (s, Arc::new(JobMetrics::default())))
@@ -247,6 +275,7 @@ impl Attempt {
                 placement: Some(&placement),
                 links: Some(links),
                 config: &config,
+                state_backend: &state_backend,
                 cancel: &cancel,
                 checkpoints: checkpoints
                     .clone()
@@ -379,5 +408,37 @@ impl Attempt {
         for r in self.running.values() {
             r.handle.post(TaskMail::Cancel);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_backend_follows_the_deployment() {
+        let dir = Path::new("work/state");
+        assert_eq!(state_backend_of(None, dir), Ok(StateBackend::Heap));
+        let mut c = Checkpointing {
+            state_backend: "mmap".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            state_backend_of(Some(&c), dir),
+            Ok(StateBackend::mmap(dir, StateBackend::DEFAULT_MEMORY_BUDGET))
+        );
+        c.state_memory_budget = 1 << 20;
+        assert_eq!(
+            state_backend_of(Some(&c), dir),
+            Ok(StateBackend::mmap(dir, 1 << 20))
+        );
+        c.state_backend = "heap".into();
+        assert_eq!(state_backend_of(Some(&c), dir), Ok(StateBackend::Heap));
+        c.state_backend = "rocksdb".into();
+        assert!(
+            state_backend_of(Some(&c), dir)
+                .unwrap_err()
+                .contains("rocksdb")
+        );
     }
 }

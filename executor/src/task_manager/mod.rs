@@ -88,6 +88,7 @@ async fn resolve(what: &str, endpoint: &str) -> Result<SocketAddr, TaskManagerEr
 fn session_config(
     spec: &TaskManager,
     job_manager: SocketAddr,
+    dir: &Path,
 ) -> Result<session::SessionConfig, TaskManagerError> {
     let bad = |m: String| TaskManagerError::Spec(m);
     if spec.ca_certificate_pem.is_empty()
@@ -131,6 +132,7 @@ fn session_config(
             "task.cancellation.timeout",
             DEFAULT_CANCELLATION_TIMEOUT,
         )?,
+        state_dir: dir.join("state"),
     })
 }
 
@@ -150,7 +152,14 @@ pub async fn host(
             source,
         })?;
     let job_manager = resolve("job_manager_endpoint", &spec.job_manager_endpoint).await?;
-    let config = session_config(&spec, job_manager)?;
+    let config = session_config(&spec, job_manager, &dir)?;
+    // State files of an earlier process in this work dir are garbage: nothing reads them back
+    // (restores come from checkpoints). A live store removes its own files when dropped.
+    if let Err(e) = tokio::fs::remove_dir_all(&config.state_dir).await
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %config.state_dir.display(), error = %e, "cannot clear the state directory");
+    }
     // Under Mesos the scheduler names the agent's host as its offer did (often a host name).
     let host: IpAddr = if spec.data_bind_host.is_empty() {
         IpAddr::from([127, 0, 0, 1])

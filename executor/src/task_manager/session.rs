@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mesoflow_dataplane::backoff::{Backoff, BackoffConfig, BackoffShape};
@@ -44,6 +45,8 @@ pub struct SessionConfig {
     pub registration_timeout: Duration,
     /// How long cancelled subtasks get to stop before the TaskManager gives up on them.
     pub cancellation_timeout: Duration,
+    /// Where the `mmap` state backend keeps its files (`<work dir>/state`).
+    pub state_dir: PathBuf,
 }
 
 /// How a session ended badly.
@@ -341,6 +344,7 @@ fn deploy_attempt(
         exits.clone(),
         checkpoints,
         restored,
+        &config.state_dir,
     ) {
         Ok(attempt) => {
             tracing::info!(

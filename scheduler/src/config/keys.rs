@@ -186,6 +186,7 @@ pub const KEYS: &[Key] = &[
     key_("state.checkpoints.dir", Kind::String, None, true, "Directory (file://, absolute path or hdfs://) of checkpoints; each job's under <dir>/<job id>."),
     key_("state.savepoints.dir", Kind::String, None, true, "Default directory of savepoints."),
     key_("state.backend.type", Kind::Enum(&["heap", "hashmap", "mmap"]), Some("heap"), true, "Where keyed state lives: heap (Flink's hashmap is an alias) or mmap."),
+    key_("state.backend.mmap.memory-budget", int(1, i32::MAX as i64), Some("256"), false, "With the mmap backend: memory for each keyed operator instance's state, in MiB; colder entries live in file-backed maps under the TaskManager's work directory."),
     // Cluster.
     key_("heartbeat.interval", DURATION, Some("10 s"), true, "How often TaskManagers send heartbeats to the JobManager."),
     key_("heartbeat.timeout", DURATION, Some("50 s"), true, "A TaskManager silent this long is lost; must be longer than heartbeat.interval."),

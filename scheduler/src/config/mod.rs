@@ -626,6 +626,7 @@ fn checkpoint_settings(
             Some("mmap") => StateBackend::Mmap,
             _ => StateBackend::Heap,
         },
+        state_memory_budget: (v.int("state.backend.mmap.memory-budget") as u64) << 20,
         retention: match v.text("execution.checkpointing.externalized-checkpoint-retention") {
             Some("DELETE_ON_CANCELLATION") => Retention::DeleteOnCancellation,
             Some("RETAIN_ON_CANCELLATION") => Retention::RetainOnCancellation,

@@ -122,6 +122,8 @@ pub struct CheckpointSettings {
     pub savepoints_dir: Option<String>,
     /// `state.backend.type`.
     pub state_backend: StateBackend,
+    /// `state.backend.mmap.memory-budget`, in bytes.
+    pub state_memory_budget: u64,
     /// `execution.checkpointing.externalized-checkpoint-retention`.
     pub retention: Retention,
 }
@@ -140,6 +142,7 @@ impl Default for CheckpointSettings {
             checkpoints_dir: None,
             savepoints_dir: None,
             state_backend: StateBackend::Heap,
+            state_memory_budget: 256 << 20,
             retention: Retention::NoExternalizedCheckpoints,
         }
     }

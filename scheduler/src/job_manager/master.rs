@@ -1076,6 +1076,7 @@ impl JobMaster {
                 restore_root: restore.as_ref().map(|r| r.root.clone()).unwrap_or_default(),
                 restore: restore.map(|r| r.metadata),
                 state_backend: settings.state_backend.as_str().to_owned(),
+                state_memory_budget: settings.state_memory_budget,
             }
         });
         info!(

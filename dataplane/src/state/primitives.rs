@@ -1,4 +1,4 @@
-//! Per-key state primitives beyond value, list and map (see [`crate::state`]): reducing and
+//! Per-key state primitives beyond value, list and map (see [`super`]): reducing and
 //! aggregating state, and time-to-live for any of them.
 //!
 //! They are fields of a keyed process function's per-key state struct, checkpointed with it:
