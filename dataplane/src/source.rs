@@ -38,6 +38,20 @@ pub trait Source<T>: Send {
         let _ = positions;
         Ok(())
     }
+
+    /// Resumes after a rescale: `positions` are those of all `old_parallelism` earlier
+    /// instances, and this instance must emit exactly its share of what none of them emitted.
+    /// Sources that cannot say so refuse.
+    fn rewind_rescaled(
+        &mut self,
+        old_parallelism: u32,
+        positions: Vec<(u32, Vec<u8>)>,
+    ) -> Result<()> {
+        let _ = positions;
+        Err(EngineError::InvalidArgument(format!(
+            "this source cannot be restored at another parallelism than {old_parallelism}"
+        )))
+    }
 }
 
 /// A runnable source subtask (type-erased for the runtime).
@@ -69,22 +83,29 @@ impl<T: Send, S: Source<T>> SourceDriver<T, S> {
         if self.ctx.checkpoint.restored_from().is_none() {
             return Ok(());
         }
-        if let Some(p) = self.ctx.checkpoint.restored_parallelism(&ids.id)
-            && p != ids.shape.parallelism
-        {
-            return Err(EngineError::State {
-                operator: ids.id,
-                message: format!(
-                    "the source was snapshotted at parallelism {p} and its positions are per \
-                     subtask; restore it at parallelism {p}",
-                ),
-            });
+        let rescaled = self
+            .ctx
+            .checkpoint
+            .restored_parallelism(&ids.id)
+            .filter(|p| *p != ids.shape.parallelism);
+        match rescaled {
+            Some(old) => {
+                let all = self.ctx.checkpoint.restored_operator_all(&ids.id, POSITION);
+                self.source
+                    .rewind_rescaled(old, all)
+                    .map_err(|e| EngineError::State {
+                        operator: ids.id.clone(),
+                        message: format!("cannot rescale from parallelism {old}: {e}"),
+                    })
+            }
+            None => {
+                let positions = self.ctx.checkpoint.restored_operator(&ids, POSITION);
+                if positions.is_empty() {
+                    return Ok(());
+                }
+                self.source.rewind(positions)
+            }
         }
-        let positions = self.ctx.checkpoint.restored_operator(&ids, POSITION);
-        if !positions.is_empty() {
-            self.source.rewind(positions)?;
-        }
-        Ok(())
     }
 
     /// Starts checkpoint `barrier`: the position after the records emitted so far, then the

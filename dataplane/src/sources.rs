@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::checkpoint::codec::{decode_vec, encode_vec};
 use crate::context::{JobMetrics, TaskContext};
 use crate::element::{Batch, Rec};
 use crate::error::{EngineError, Result};
@@ -30,6 +31,11 @@ pub struct GeneratorSource<G> {
     next: u64,
     step: u64,
     end: u64,
+    /// Indices emitted before the job was rescaled, which this subtask must skip (see
+    /// [`Emitted`]); empty unless it was restored at another parallelism.
+    emitted_before: Vec<Emitted>,
+    /// No index at or above this was emitted before the rescale.
+    skip_below: u64,
     rate_per_subtask: f64,
     started: Option<Instant>,
     produced: u64,
@@ -44,6 +50,8 @@ impl<G> GeneratorSource<G> {
             next: u64::from(ctx.subtask),
             step: p,
             end: bounds.events.unwrap_or(u64::MAX),
+            emitted_before: Vec::new(),
+            skip_below: 0,
             rate_per_subtask: bounds.rate as f64 / p as f64,
             started: None,
             produced: 0,
@@ -71,6 +79,9 @@ impl<T: Send, G: FnMut(u64) -> Option<T> + Send> Source<T> for GeneratorSource<G
             let i = self.next;
             self.next = self.next.saturating_add(self.step);
             taken += 1;
+            if i < self.skip_below && self.emitted_before.iter().any(|e| e.contains(i)) {
+                continue;
+            }
             if let Some(v) = (self.generate)(i) {
                 out.push(Rec::untimed(v));
             }
@@ -84,7 +95,23 @@ impl<T: Send, G: FnMut(u64) -> Option<T> + Send> Source<T> for GeneratorSource<G
     }
 
     fn position(&self) -> Result<Option<Vec<u8>>> {
-        Ok(Some(self.next.to_le_bytes().to_vec()))
+        // What was emitted before a rescale stops mattering once this subtask is past it.
+        let before: Vec<(u64, Vec<u64>)> = if self.next < self.skip_below {
+            self.emitted_before
+                .iter()
+                .map(|e| (e.modulus, e.frontiers.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let position = GeneratorPosition {
+            next: self.next,
+            step: self.step,
+            before,
+        };
+        encode_vec(std::slice::from_ref(&position))
+            .map(Some)
+            .map_err(|e| EngineError::InvalidArgument(format!("generator position: {e}")))
     }
 
     fn rewind(&mut self, positions: Vec<(u32, Vec<u8>)>) -> Result<()> {
@@ -94,20 +121,115 @@ impl<T: Send, G: FnMut(u64) -> Option<T> + Send> Source<T> for GeneratorSource<G
                 positions.len()
             )));
         };
-        let next: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-            EngineError::InvalidArgument(format!(
-                "a generator position is 8 bytes, got {}",
-                bytes.len()
-            ))
-        })?;
-        let next = u64::from_le_bytes(next);
-        if next % self.step != self.next % self.step {
+        let p = GeneratorPosition::decode(bytes)?;
+        if p.step != self.step || p.next % self.step != self.next % self.step {
             return Err(EngineError::InvalidArgument(format!(
-                "generator position {next} belongs to another subtask"
+                "generator position {} (every {}th index) belongs to another subtask",
+                p.next, p.step
             )));
         }
-        self.next = next;
+        self.next = p.next;
+        self.set_emitted_before(p.before.into_iter().map(Emitted::from).collect());
         Ok(())
+    }
+
+    fn rewind_rescaled(
+        &mut self,
+        old_parallelism: u32,
+        positions: Vec<(u32, Vec<u8>)>,
+    ) -> Result<()> {
+        let mut frontiers = vec![None; old_parallelism as usize];
+        let mut before = Vec::new();
+        for (j, bytes) in positions {
+            let p = GeneratorPosition::decode(&bytes)?;
+            let slot = frontiers.get_mut(j as usize).ok_or_else(|| {
+                EngineError::InvalidArgument(format!(
+                    "position of subtask {j} of a generator with parallelism {old_parallelism}"
+                ))
+            })?;
+            *slot = Some(p.next);
+            before.extend(p.before.into_iter().map(Emitted::from));
+        }
+        let frontiers = frontiers
+            .into_iter()
+            .enumerate()
+            .map(|(j, f)| {
+                f.ok_or_else(|| {
+                    EngineError::InvalidArgument(format!(
+                        "the snapshot has no position of generator subtask {j}"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        before.push(Emitted {
+            modulus: u64::from(old_parallelism),
+            frontiers,
+        });
+        before.sort_by(|a, b| (a.modulus, &a.frontiers).cmp(&(b.modulus, &b.frontiers)));
+        before.dedup();
+        self.set_emitted_before(before);
+        Ok(())
+    }
+}
+
+impl<G> GeneratorSource<G> {
+    fn set_emitted_before(&mut self, before: Vec<Emitted>) {
+        self.skip_below = before
+            .iter()
+            .flat_map(|e| e.frontiers.iter().copied())
+            .max()
+            .unwrap_or(0);
+        self.emitted_before = before;
+    }
+}
+
+/// Indices a generator emitted at an earlier parallelism `modulus`: subtask `j` had emitted
+/// every index `i` with `i % modulus == j` below `frontiers[j]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Emitted {
+    modulus: u64,
+    frontiers: Vec<u64>,
+}
+
+impl Emitted {
+    #[inline]
+    fn contains(&self, i: u64) -> bool {
+        self.frontiers
+            .get((i % self.modulus) as usize)
+            .is_some_and(|f| i < *f)
+    }
+}
+
+impl From<(u64, Vec<u64>)> for Emitted {
+    fn from((modulus, frontiers): (u64, Vec<u64>)) -> Self {
+        Self {
+            modulus: modulus.max(1),
+            frontiers,
+        }
+    }
+}
+
+/// A generator subtask's position in a checkpoint.
+#[derive(Debug, Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+struct GeneratorPosition {
+    /// The next index it emits.
+    next: u64,
+    /// Its stride (the parallelism it ran at).
+    step: u64,
+    /// What was emitted before an earlier rescale, while it still matters.
+    before: Vec<(u64, Vec<u64>)>,
+}
+
+impl GeneratorPosition {
+    fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut v = decode_vec::<GeneratorPosition>(bytes)
+            .map_err(|e| EngineError::InvalidArgument(format!("generator position: {e}")))?;
+        match (v.pop(), v.is_empty()) {
+            (Some(p), true) if p.step > 0 => Ok(p),
+            _ => Err(EngineError::InvalidArgument(
+                "a generator position holds exactly one entry with a stride".into(),
+            )),
+        }
     }
 }
 
@@ -454,9 +576,14 @@ mod tests {
             let pos = src.position().unwrap().unwrap();
             let mut resumed = TextFileSource::new(&splits, &ctx);
             resumed.rewind(vec![(0, pos)]).unwrap();
-            let mut rest = Vec::new();
-            while resumed.poll(&mut rest, 64).unwrap() != SourcePoll::Finished {}
-            first.extend(rest.into_iter().map(|r| r.value));
+            loop {
+                let mut b = Vec::new();
+                let done = resumed.poll(&mut b, 64).unwrap() == SourcePoll::Finished;
+                first.extend(b.into_iter().map(|r| r.value));
+                if done {
+                    break;
+                }
+            }
             let expected: Vec<String> = (0..500).map(|i| format!("line {i}")).collect();
             assert_eq!(first, expected, "stopped after {stop_after}");
         }
@@ -466,6 +593,52 @@ mod tests {
     fn missing_input_is_a_clear_error() {
         let err = file_splits(Path::new("/nonexistent/input.txt")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/input.txt"), "{err}");
+    }
+
+    /// Runs every subtask of a generator at parallelism `p` until it emitted about `upto`
+    /// indices (each stops at a different point), restored from `positions` at parallelism
+    /// `from`; returns what they emitted and their positions.
+    fn run_generators(
+        p: u32,
+        from: Option<(u32, &[(u32, Vec<u8>)])>,
+        stop_after: impl Fn(u32) -> usize,
+    ) -> (Vec<u64>, Vec<(u32, Vec<u8>)>) {
+        let mut emitted = Vec::new();
+        let mut positions = Vec::new();
+        for i in 0..p {
+            let mut ctx = TaskContext::for_test();
+            ctx.subtask = i;
+            ctx.parallelism = p;
+            let bounds = GeneratorBounds {
+                events: Some(1000),
+                rate: 0,
+            };
+            let mut g = GeneratorSource::new(|i: u64| Some(i), bounds, &ctx);
+            match from {
+                Some((old, all)) if old != p => g.rewind_rescaled(old, all.to_vec()).unwrap(),
+                Some((_, all)) => g
+                    .rewind(all.iter().filter(|(j, _)| *j == i).cloned().collect())
+                    .unwrap(),
+                None => {}
+            }
+            let mut b = Vec::new();
+            while b.len() < stop_after(i) && g.poll(&mut b, 7).unwrap() != SourcePoll::Finished {}
+            emitted.extend(b.into_iter().map(|r| r.value));
+            positions.push((i, g.position().unwrap().unwrap()));
+        }
+        (emitted, positions)
+    }
+
+    #[test]
+    fn a_generator_rescaled_2_3_1_emits_every_index_exactly_once() {
+        // Subtasks stop at different points, as they would at a savepoint.
+        let (mut all, pos2) = run_generators(2, None, |i| 100 + 60 * i as usize);
+        let (more, pos3) = run_generators(3, Some((2, &pos2)), |i| 50 + 40 * i as usize);
+        all.extend(more);
+        let (rest, _) = run_generators(1, Some((3, &pos3)), |_| usize::MAX);
+        all.extend(rest);
+        all.sort();
+        assert_eq!(all, (0..1000).collect::<Vec<u64>>());
     }
 
     #[test]

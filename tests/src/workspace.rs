@@ -42,3 +42,41 @@ pub fn reference(job: &str, params: &[(&str, &str)], parallelism: u32) -> String
     .expect("the reference job runs");
     checksum_line(r.records_out, r.checksum)
 }
+
+/// The output lines of `job` run in this process without failures, sorted: what the committed
+/// part files of any run of it must hold.
+pub fn reference_lines(job: &str, params: &[(&str, &str)], parallelism: u32) -> Vec<String> {
+    let mut p = Params::default();
+    for (k, v) in params {
+        p.set(k, v);
+    }
+    let lines = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let config = EnvConfig {
+        parallelism,
+        sink: SinkSpec::Collect(lines.clone()),
+        ..Default::default()
+    };
+    run_local(
+        jobs::build(job, &p, config).expect("the reference job builds"),
+        RuntimeConfig::default(),
+    )
+    .expect("the reference job runs");
+    let mut v = lines.lock().clone();
+    v.sort();
+    v
+}
+
+/// The lines of the committed (visible `part-*`) files of a file sink's directory, sorted;
+/// hidden in-progress and pending files are not output.
+pub fn committed_lines(dir: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).expect("the output directory exists") {
+        let e = e.expect("a directory entry");
+        if e.file_name().to_string_lossy().starts_with("part-") {
+            let text = std::fs::read_to_string(e.path()).expect("a readable part file");
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}

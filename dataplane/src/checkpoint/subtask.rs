@@ -383,6 +383,18 @@ impl SubtaskCheckpoint {
             .collect()
     }
 
+    /// The restored operator state `state_name` of every snapshotted instance of `op` (for
+    /// operators that redistribute it themselves when rescaled).
+    pub fn restored_operator_all(&self, op: &str, state_name: &str) -> Vec<(u32, Vec<u8>)> {
+        let Some(r) = &self.0.restored else {
+            return Vec::new();
+        };
+        r.operator
+            .get(&(op.to_owned(), state_name.to_owned()))
+            .map(|parts| parts.iter().map(|(j, b)| (*j, b.clone())).collect())
+            .unwrap_or_default()
+    }
+
     /// Parallelism of `op` in the restored snapshot, if it has state there.
     pub fn restored_parallelism(&self, op: &str) -> Option<u32> {
         self.0.restored.as_ref()?.parallelism.get(op).copied()
