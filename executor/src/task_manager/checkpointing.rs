@@ -191,6 +191,9 @@ impl AttemptCheckpoints {
                 Err(e) => return self.decline_now(subtask, id, e),
             };
             if let Err(e) = storage.write(&name, Bytes::from(file)).await {
+                // A fresh client next time: a NameNode that restarted is not reached through
+                // the connections of the old one.
+                self.storages.lock().remove(&target_dir);
                 return self.decline_now(subtask, id, format!("cannot write state: {e}"));
             }
         }
