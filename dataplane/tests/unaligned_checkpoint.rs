@@ -1,0 +1,276 @@
+//! Unaligned exactly-once checkpoints inside one process, under backpressure: a windowed job
+//! whose subtasks behind a rebalance are deliberately slow, so every channel in front of them
+//! is full. A checkpoint still completes quickly (the barriers overtake the queued data, which
+//! goes into the snapshot as in-flight records); the job is then killed, restored from that
+//! checkpoint, and commits exactly the output of a run without failure.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use mesoflow_dataplane::checkpoint::subtask::{
+    CheckpointServices, FINAL_CHECKPOINT, KeyGroupPiece, RestoredState, SubtaskSnapshot,
+    TriggerInfo,
+};
+use mesoflow_dataplane::jobs::Params;
+use mesoflow_dataplane::jobs::datagen_jobs::datagen_source;
+use mesoflow_dataplane::keyed::Count;
+use mesoflow_dataplane::plan::{SubtaskId, plan};
+use mesoflow_dataplane::runtime::task::{TaskMail, spawn_subtask};
+use mesoflow_dataplane::runtime::wiring::{Deployment, wire};
+use mesoflow_dataplane::unaligned::IN_FLIGHT;
+use mesoflow_dataplane::window::WindowAssigner;
+use mesoflow_dataplane::{
+    Barrier, CancelToken, EnvConfig, JobMetrics, RuntimeConfig, SinkSpec, StreamEnvironment,
+    WatermarkStrategy,
+};
+use mesoflow_proto::checkpoint::KeyGroupState;
+use parking_lot::Mutex;
+
+#[derive(Default)]
+struct MemServices {
+    triggered: Mutex<HashMap<u64, TriggerInfo>>,
+    snapshots: Mutex<Vec<SubtaskSnapshot>>,
+}
+
+impl CheckpointServices for MemServices {
+    fn trigger(&self, id: u64) -> Option<TriggerInfo> {
+        self.triggered.lock().get(&id).cloned()
+    }
+    fn submit(&self, snapshot: SubtaskSnapshot) {
+        self.snapshots.lock().push(snapshot);
+    }
+    fn decline(&self, subtask: SubtaskId, id: u64, reason: String) {
+        panic!("{subtask:?} declined checkpoint {id}: {reason}");
+    }
+}
+
+/// Records per millisecond the slow stage lets through (all its subtasks together).
+const SLOW_RECORDS_PER_MS: u64 = 64;
+/// Records queued in front of the slow stage when its channels are full.
+const QUEUED: u64 = 4 * 16 * 1024;
+
+fn job(dir: &Path) -> mesoflow_dataplane::Job {
+    let params = Params::parse(&[
+        "events=120000".to_string(),
+        "keys=500".to_string(),
+        "events_per_ms=10".to_string(),
+    ])
+    .unwrap();
+    let mut env = StreamEnvironment::new(EnvConfig {
+        job_name: "unaligned".into(),
+        parallelism: 2,
+        max_parallelism: 16,
+        sink: SinkSpec::Files(dir.to_path_buf()),
+    });
+    let slow = Arc::new(AtomicU64::new(0));
+    datagen_source(&mut env, &params)
+        .unwrap()
+        .assign_timestamps_and_watermarks(|e| e.ts_ms, WatermarkStrategy::monotonous())
+        .rebalance()
+        // The slow stage: every channel in front of it fills up (backpressure).
+        .map(move |e| {
+            if slow
+                .fetch_add(1, Ordering::Relaxed)
+                .is_multiple_of(SLOW_RECORDS_PER_MS)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            e
+        })
+        .key_by(|e| e.key)
+        .window(WindowAssigner::tumbling_event_time(1000))
+        .aggregate_with(Count, |k: &u64, w, c| (*k, w.end, c))
+        .unwrap()
+        .sink_lines("output", |t, out| {
+            use std::fmt::Write;
+            let _ = write!(out, "{},{},{}", t.0, t.1, t.2);
+        });
+    env.build().unwrap()
+}
+
+/// Runs the job; with `crash_after`, triggers unaligned checkpoint 1 at `checkpoint_at`,
+/// completes it, and cancels everything `crash_after` later. Returns the snapshots taken and
+/// how long the checkpoint took.
+fn run(
+    dir: &Path,
+    restored: Option<Arc<RestoredState>>,
+    checkpoint_at: Duration,
+    crash_after: Option<Duration>,
+) -> (Vec<SubtaskSnapshot>, Duration) {
+    let job = job(dir);
+    let plan = plan(&job.graph).unwrap();
+    let services = Arc::new(MemServices::default());
+    let cancel = CancelToken::default();
+    let config = RuntimeConfig {
+        unaligned_checkpoints: true,
+        ..Default::default()
+    };
+    let metrics = Arc::new(JobMetrics::default());
+    let runners = wire(
+        &Deployment {
+            job: &job,
+            plan: &plan,
+            here: "local",
+            placement: None,
+            links: None,
+            config: &config,
+            state_backend: &mesoflow_dataplane::StateBackend::Heap,
+            cancel: &cancel,
+            checkpoints: Some(services.clone() as Arc<dyn CheckpointServices>),
+            restored,
+        },
+        &|_| metrics.clone(),
+    )
+    .unwrap();
+    let total = runners.len();
+    let checkpoints: Vec<_> = runners.iter().map(|r| r.checkpoint()).collect();
+    let running: Vec<_> = runners
+        .into_iter()
+        .map(|r| spawn_subtask(r, |_, _, _| {}).unwrap())
+        .collect();
+    let mut took = Duration::ZERO;
+    if let Some(crash_after) = crash_after {
+        std::thread::sleep(checkpoint_at);
+        services.triggered.lock().insert(
+            1,
+            TriggerInfo {
+                full: true,
+                base: 0,
+                savepoint: false,
+            },
+        );
+        let triggered = Instant::now();
+        for r in &running {
+            r.post(TaskMail::TriggerCheckpoint(Barrier::aligned(1, 0)));
+        }
+        while services.snapshots.lock().len() < total {
+            assert!(
+                triggered.elapsed() < Duration::from_secs(30),
+                "checkpoint 1 never completed"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        took = triggered.elapsed();
+        for r in &running {
+            r.post(TaskMail::CheckpointComplete(1));
+        }
+        std::thread::sleep(crash_after);
+        assert!(
+            running.iter().any(|r| !r.is_finished()),
+            "the job finished before the crash"
+        );
+        cancel.cancel();
+        for r in &running {
+            r.post(TaskMail::Cancel);
+        }
+    }
+    for r in running {
+        let res = r.join();
+        if crash_after.is_none() {
+            res.unwrap();
+        }
+    }
+    if crash_after.is_none() {
+        for c in &checkpoints {
+            c.notify_complete(FINAL_CHECKPOINT).unwrap();
+        }
+    }
+    (services.snapshots.lock().clone(), took)
+}
+
+/// What the TaskManager would read back: every piece of every snapshot.
+fn restored_from(snapshots: &[SubtaskSnapshot]) -> RestoredState {
+    let mut r = RestoredState {
+        checkpoint_id: 1,
+        shared: true,
+        ..Default::default()
+    };
+    for s in snapshots {
+        for (op, shape) in &s.shapes {
+            r.parallelism.insert(op.clone(), shape.parallelism);
+        }
+        for k in &s.keyed {
+            let KeyGroupPiece::Written(bytes) = &k.piece else {
+                panic!("a full checkpoint references an earlier one");
+            };
+            r.keyed
+                .entry((k.operator_id.clone(), k.state_name.clone()))
+                .or_default()
+                .insert(
+                    k.key_group,
+                    (
+                        bytes.clone(),
+                        KeyGroupState {
+                            state_name: k.state_name.clone(),
+                            key_group: k.key_group,
+                            segment: None,
+                            written_by: 1,
+                        },
+                    ),
+                );
+        }
+        for o in &s.operator {
+            r.operator
+                .entry((o.operator_id.clone(), o.state_name.clone()))
+                .or_default()
+                .insert(s.subtask.index, o.bytes.clone());
+        }
+    }
+    r
+}
+
+/// The lines of the visible (committed) part files, sorted.
+fn committed_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("part-") {
+            let text = std::fs::read_to_string(e.path()).unwrap();
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+#[test]
+fn an_unaligned_checkpoint_under_backpressure_completes_fast_and_restores_exactly() {
+    let reference = tempfile::tempdir().unwrap();
+    run(reference.path(), None, Duration::ZERO, None);
+    let expected = committed_lines(reference.path());
+    assert!(expected.len() > 1000, "only {} lines", expected.len());
+
+    let dir = tempfile::tempdir().unwrap();
+    let (snapshots, took) = run(
+        dir.path(),
+        None,
+        Duration::from_millis(500),
+        Some(Duration::from_millis(300)),
+    );
+    // Draining the full queues (what an aligned barrier waits for) takes about a second.
+    let drain = Duration::from_millis(QUEUED / SLOW_RECORDS_PER_MS);
+    assert!(
+        took < drain / 3,
+        "the unaligned checkpoint took {took:?}; draining the queues takes about {drain:?}"
+    );
+    let in_flight: usize = snapshots
+        .iter()
+        .flat_map(|s| &s.operator)
+        .filter(|o| o.state_name.starts_with(IN_FLIGHT))
+        .map(|o| o.bytes.len())
+        .sum();
+    assert!(
+        in_flight > 100_000,
+        "the snapshot holds only {in_flight} bytes of in-flight records"
+    );
+
+    let restored = Arc::new(restored_from(&snapshots));
+    run(dir.path(), Some(restored), Duration::ZERO, None);
+    let got = committed_lines(dir.path());
+    assert_eq!(got.len(), expected.len(), "lost or duplicated lines");
+    assert_eq!(got, expected);
+}
