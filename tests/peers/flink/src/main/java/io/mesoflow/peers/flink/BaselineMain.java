@@ -180,7 +180,7 @@ public final class BaselineMain {
                 long rate = p.num("rate", 0);
                 int parallelism = (int) Math.max(1, p.num("parallelism", 2));
                 DataStream<KeyValue> out = env.fromSequence(0, events - 1).name("keyed-state-source")
-                        .flatMap(new PacedKeyedRecords(keys, seed, rate / (double) parallelism))
+                        .flatMap(new PacedKeyedRecords(keys, seed, rate / (double) parallelism, events, parallelism))
                         .returns(Events.KeyedRecord.class)
                         .keyBy(r -> r.key)
                         .process(new KeepState(payload))
@@ -280,17 +280,29 @@ public final class BaselineMain {
         private final long keys;
         private final long seed;
         private final double ratePerSubtask;
+        private final long events;
+        private final int parallelism;
         private transient long started;
         private transient long updates;
 
-        PacedKeyedRecords(long keys, long seed, double ratePerSubtask) {
+        PacedKeyedRecords(long keys, long seed, double ratePerSubtask, long events, int parallelism) {
             this.keys = keys;
             this.seed = seed;
             this.ratePerSubtask = ratePerSubtask;
+            this.events = events;
+            this.parallelism = parallelism;
         }
 
         @Override
-        public void flatMap(Long i, Collector<Events.KeyedRecord> out) throws Exception {
+        public void flatMap(Long seq, Collector<Events.KeyedRecord> out) throws Exception {
+            // fromSequence hands each subtask a contiguous range (one of `parallelism` equal
+            // ones); record `local` of range s is index local * p + s, so that every subtask
+            // loads its share of the keys before it updates, as mesoflow's sources do.
+            long i = seq;
+            if (events % parallelism == 0) {
+                long range = events / parallelism;
+                i = (seq % range) * parallelism + seq / range;
+            }
             Events.KeyedRecord r = new Events.KeyedRecord();
             r.index = i;
             if (i < keys) {
