@@ -27,8 +27,12 @@
 #   --out FILE    also write the table (markdown) to FILE
 # Environment:
 #   MESOFLOW_BIN              mesoflow CLI (default: $CARGO_TARGET_DIR or target, release/mesoflow)
-#   MESOFLOW_CHECKPOINT_ARGS  mesoflow flags for "checkpoint every 1 s"
-#                             (default: -Dexecution.checkpointing.interval=1s, Flink's key)
+#   MESOFLOW_CHECKPOINT_ARGS  mesoflow flags for "checkpoint every 1 s" (default:
+#                             -Dexecution.checkpointing.interval=1s, Flink's key, and
+#                             -Dstate.checkpoints.dir=file://<work dir>/checkpoints/mesoflow)
+# Checkpointed rows: both engines checkpoint every second to the local file system, into the
+# runner's work dir (emptied after every run); Flink with its hash-map (heap) state backend and
+# full checkpoints, or RocksDB with incremental checkpoints where a row says state_backend=rocksdb.
 #   FLINK_JAVA_OPTS           extra JVM flags for the Flink side (default: none, JVM ergonomics)
 set -euo pipefail
 
@@ -36,7 +40,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 FLINK_DIR="$ROOT/tests/peers/flink"
 FLINK_JAR="$FLINK_DIR/target/mesoflow-flink-baseline.jar"
 MESOFLOW_BIN=${MESOFLOW_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/mesoflow}
-MESOFLOW_CHECKPOINT_ARGS=${MESOFLOW_CHECKPOINT_ARGS:--Dexecution.checkpointing.interval=1s}
+MESOFLOW_CHECKPOINT_ARGS=${MESOFLOW_CHECKPOINT_ARGS:-}
 FLINK_JAVA_OPTS=${FLINK_JAVA_OPTS:-}
 
 SMOKE=0 RUNS= ONLY= FLINK_ONLY=0 BUILD=1 OUT=
@@ -113,6 +117,10 @@ fi
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/bench-vs-flink.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+CKPT_DIR="$WORK/checkpoints"
+if [[ -z $MESOFLOW_CHECKPOINT_ARGS ]]; then
+  MESOFLOW_CHECKPOINT_ARGS="-Dexecution.checkpointing.interval=1s -Dstate.checkpoints.dir=file://$CKPT_DIR/mesoflow"
+fi
 
 # run_engine ENGINE JOB PARAMS FLINK_PARAMS CHECKPOINT(0|1) [SHAPE]
 #   -> "wall user sys maxrss_kb result"
@@ -123,7 +131,7 @@ run_engine() {
   if [[ $engine == flink ]]; then
     # shellcheck disable=SC2206 # word splitting of the parameter lists is intended
     cmd=(java $FLINK_JAVA_OPTS -jar "$FLINK_JAR" "$job" $params $flink_params parallelism=2)
-    (( ckpt )) && cmd+=(checkpoint_ms=1000)
+    (( ckpt )) && cmd+=(checkpoint_ms=1000 "checkpoint_dir=$CKPT_DIR/flink")
   else
     cmd=("$MESOFLOW_BIN" run "$job")
     local kv
@@ -134,7 +142,11 @@ run_engine() {
     (( ckpt )) && cmd+=($MESOFLOW_CHECKPOINT_ARGS)
   fi
   local out="$WORK/out" err="$WORK/err" tm="$WORK/time"
-  if ! /usr/bin/time -f '%e %U %S %M' -o "$tm" "${cmd[@]}" >"$out" 2>"$err"; then
+  local rc=0
+  /usr/bin/time -f '%e %U %S %M' -o "$tm" "${cmd[@]}" >"$out" 2>"$err" || rc=$?
+  # Every run starts without checkpoints (and the disk does not fill up over a long run).
+  rm -rf "$CKPT_DIR"
+  if (( rc != 0 )); then
     echo "warning: $engine $job failed: ${cmd[*]}" >&2
     tail -n 5 "$err" | sed 's/^/  | /' >&2
     echo "0 0 0 0 FAILED"
@@ -169,6 +181,7 @@ if (( ! FLINK_ONLY )); then
     CKPT_OK=0
     echo "note: mesoflow does not accept '$MESOFLOW_CHECKPOINT_ARGS' ($(tail -n 1 "$WORK/probe")); skipping the ckpt=1s rows" >&2
   fi
+  rm -rf "$CKPT_DIR"
 fi
 
 ROWS=()

@@ -39,6 +39,7 @@ pub struct GeneratorSource<G> {
     rate_per_subtask: f64,
     started: Option<Instant>,
     produced: u64,
+    unthrottled_below: u64,
 }
 
 impl<G> GeneratorSource<G> {
@@ -55,14 +56,28 @@ impl<G> GeneratorSource<G> {
             rate_per_subtask: bounds.rate as f64 / p as f64,
             started: None,
             produced: 0,
+            unthrottled_below: 0,
         }
+    }
+
+    /// Indices below `index` are produced as fast as possible; the rate applies from `index`
+    /// on (a state-loading prefix before a paced stream), its clock starting there.
+    #[must_use]
+    pub fn unthrottled_below(mut self, index: u64) -> Self {
+        self.unthrottled_below = index;
+        self
     }
 }
 
 impl<T: Send, G: FnMut(u64) -> Option<T> + Send> Source<T> for GeneratorSource<G> {
     fn poll(&mut self, out: &mut Batch<T>, max: usize) -> Result<SourcePoll> {
         let mut budget = max as u64;
-        if self.rate_per_subtask > 0.0 {
+        let unthrottled = self.next < self.unthrottled_below;
+        if unthrottled {
+            // Not beyond the prefix: the paced part starts on a poll of its own.
+            let left = (self.unthrottled_below - self.next).div_ceil(self.step);
+            budget = budget.min(left);
+        } else if self.rate_per_subtask > 0.0 {
             let started = *self.started.get_or_insert_with(Instant::now);
             let allowed = (started.elapsed().as_secs_f64() * self.rate_per_subtask) as u64 + 1;
             if self.produced >= allowed {
@@ -86,7 +101,9 @@ impl<T: Send, G: FnMut(u64) -> Option<T> + Send> Source<T> for GeneratorSource<G
                 out.push(Rec::untimed(v));
             }
         }
-        self.produced += taken;
+        if !unthrottled {
+            self.produced += taken;
+        }
         Ok(if self.next >= self.end {
             SourcePoll::Finished
         } else {

@@ -6,6 +6,7 @@
 
 pub mod datagen_jobs;
 pub mod format;
+pub mod keyed_state;
 pub mod nexmark_jobs;
 pub mod params;
 pub mod wordcount;
@@ -44,6 +45,7 @@ pub fn catalog() -> &'static [JobSpec] {
         nexmark_jobs::Q2,
         nexmark_jobs::Q5,
         nexmark_jobs::Q7,
+        keyed_state::SPEC,
     ]
 }
 

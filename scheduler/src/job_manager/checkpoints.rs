@@ -429,6 +429,9 @@ struct Pending {
     acknowledged: u32,
     operators: BTreeMap<String, OperatorSnapshot>,
     bytes_written: u64,
+    /// The longest synchronous pause and asynchronous part among the subtasks' acks.
+    max_sync_millis: u64,
+    max_async_millis: u64,
     /// All acked, `_metadata` being written.
     writing: bool,
 }
@@ -748,6 +751,8 @@ impl CheckpointCoordinator {
         p.acknowledged += 1;
         p.last_ack_at = now;
         p.bytes_written += ack.bytes_written;
+        p.max_sync_millis = p.max_sync_millis.max(ack.sync_millis);
+        p.max_async_millis = p.max_async_millis.max(ack.async_millis);
         for op in &ack.operators {
             match p.operators.get_mut(&op.operator_id) {
                 Some(merged) => {
@@ -979,6 +984,8 @@ impl CheckpointCoordinator {
             acknowledged: 0,
             operators: BTreeMap::new(),
             bytes_written: 0,
+            max_sync_millis: 0,
+            max_async_millis: 0,
             writing: false,
         });
         self.stats.triggered += 1;
@@ -1059,7 +1066,16 @@ impl CheckpointCoordinator {
         record.status = CheckpointStatus::Completed;
         self.stats.completed += 1;
         self.push_history(record.clone());
-        info!(checkpoint = p.id, size = record.state_size, duration_ms = record.duration_ms, location = %record.external_path, "checkpoint completed");
+        info!(
+            checkpoint = p.id,
+            size = record.state_size,
+            bytes_written = record.bytes_written,
+            duration_ms = record.duration_ms,
+            max_sync_ms = p.max_sync_millis,
+            max_async_ms = p.max_async_millis,
+            location = %record.external_path,
+            "checkpoint completed"
+        );
         if let Some(sp) = &p.savepoint {
             // Flink 1.15+: an intermediate savepoint neither commits side effects nor becomes a
             // recovery point; a stop-with-savepoint commits, then stops.

@@ -42,16 +42,21 @@ import java.util.Set;
  *
  * <p>Usage: {@code java -jar mesoflow-flink-baseline.jar <job> [key=value ...]} with the job
  * parameters of docs/workloads.md plus {@code parallelism} (default 2), {@code checkpoint_ms}
- * (0 = off, the default), {@code state_backend} ({@code hashmap} or {@code rocksdb}).
+ * (0 = off, the default), {@code state_backend} ({@code hashmap} or {@code rocksdb}),
+ * {@code checkpoint_dir} (a directory to checkpoint into, created if missing and left in place;
+ * default: a fresh temporary directory, deleted at exit).
  */
 public final class BaselineMain {
     private static final Set<String> COMMON = Set.of(
-            "events", "seed", "rate", "parallelism", "checkpoint_ms", "state_backend");
+            "events", "seed", "rate", "parallelism", "checkpoint_ms", "state_backend", "checkpoint_dir");
     private static final Set<String> DATAGEN = Set.of(
-            "events", "seed", "rate", "parallelism", "checkpoint_ms", "state_backend",
+            "events", "seed", "rate", "parallelism", "checkpoint_ms", "state_backend", "checkpoint_dir",
             "keys", "payload", "events_per_ms", "window_ms", "slide_ms");
+    private static final Set<String> KEYED_STATE = Set.of(
+            "events", "seed", "rate", "parallelism", "checkpoint_ms", "state_backend", "checkpoint_dir",
+            "keys", "payload");
     private static final List<String> JOBS = List.of(
-            "stateless", "wordcount", "windowed-count", "sliding-count",
+            "stateless", "wordcount", "windowed-count", "sliding-count", "keyed-state",
             "nexmark-q0", "nexmark-q1", "nexmark-q2", "nexmark-q5");
 
     private BaselineMain() {}
@@ -62,22 +67,32 @@ public final class BaselineMain {
             System.exit(2);
         }
         String job = args[0];
-        Path checkpoints = Files.createTempDirectory("mesoflow-flink-checkpoints");
+        Path checkpoints = null;
+        boolean ownDir = false;
         DataStream<long[]> partials;
         try {
-            Params p = new Params(args, 1, job.startsWith("nexmark") || job.equals("wordcount") ? COMMON : DATAGEN);
-            if (p.num("rate", 0) != 0) {
+            Params p = new Params(args, 1, job.startsWith("nexmark") || job.equals("wordcount") ? COMMON
+                    : job.equals("keyed-state") ? KEYED_STATE : DATAGEN);
+            if (p.num("rate", 0) != 0 && !job.equals("keyed-state")) {
                 throw new IllegalArgumentException("rate=" + p.num("rate", 0)
                         + " is not supported by the Flink baseline: it always runs as fast as possible");
             }
             if (p.num("events", 1_000_000) == 0) {
-                deleteRecursively(checkpoints);
                 System.out.println("records=0 checksum=0000000000000000");
                 return;
             }
+            String dir = p.str("checkpoint_dir", "");
+            if (dir.isEmpty()) {
+                checkpoints = Files.createTempDirectory("mesoflow-flink-checkpoints");
+                ownDir = true;
+            } else {
+                checkpoints = Files.createDirectories(Path.of(dir).toAbsolutePath());
+            }
             partials = buildJob(job, p, environment(p, checkpoints));
         } catch (IllegalArgumentException e) {
-            deleteRecursively(checkpoints);
+            if (ownDir) {
+                deleteRecursively(checkpoints);
+            }
             System.err.println("error: " + e.getMessage());
             System.exit(2);
             return;
@@ -91,7 +106,9 @@ public final class BaselineMain {
                 sum += part[1];
             }
         } finally {
-            deleteRecursively(checkpoints);
+            if (ownDir) {
+                deleteRecursively(checkpoints);
+            }
         }
         System.out.println("records=" + records + " checksum=" + String.format("%016x", sum));
     }
@@ -156,6 +173,20 @@ public final class BaselineMain {
                         .aggregate(new CountAgg<DataEvent>(), new EmitWindowCount())
                         .returns(WindowCount.class);
                 return out.transform("checksum", partial, new ChecksumOperator<WindowCount>(BaselineMain::windowLine));
+            }
+            case "keyed-state": {
+                long keys = Math.max(1, p.num("keys", 100_000));
+                int payload = (int) p.num("payload", 100);
+                long rate = p.num("rate", 0);
+                int parallelism = (int) Math.max(1, p.num("parallelism", 2));
+                DataStream<KeyValue> out = env.fromSequence(0, events - 1).name("keyed-state-source")
+                        .flatMap(new PacedKeyedRecords(keys, seed, rate / (double) parallelism, events, parallelism))
+                        .returns(Events.KeyedRecord.class)
+                        .keyBy(r -> r.key)
+                        .process(new KeepState(payload))
+                        .returns(KeyValue.class);
+                return out.transform("checksum", partial, new ChecksumOperator<KeyValue>(
+                        kv -> LineHash.num(LineHash.ch(LineHash.num(LineHash.START, kv.key), ' '), kv.value)));
             }
             case "nexmark-q0": {
                 return bids(env, events, seed).transform("checksum", partial,
@@ -238,6 +269,95 @@ public final class BaselineMain {
         h = LineHash.num(LineHash.ch(h, ','), bidder);
         h = LineHash.num(LineHash.ch(h, ','), price);
         return LineHash.num(LineHash.ch(h, ','), dateTime);
+    }
+
+    /**
+     * keyed-state's records: index i below {@code keys} loads key i, later ones update a random
+     * key, paced to {@code ratePerSubtask} updates per second (0 = as fast as possible).
+     */
+    static final class PacedKeyedRecords
+            extends org.apache.flink.api.common.functions.RichFlatMapFunction<Long, Events.KeyedRecord> {
+        private final long keys;
+        private final long seed;
+        private final double ratePerSubtask;
+        private final long events;
+        private final int parallelism;
+        private transient long started;
+        private transient long updates;
+
+        PacedKeyedRecords(long keys, long seed, double ratePerSubtask, long events, int parallelism) {
+            this.keys = keys;
+            this.seed = seed;
+            this.ratePerSubtask = ratePerSubtask;
+            this.events = events;
+            this.parallelism = parallelism;
+        }
+
+        @Override
+        public void flatMap(Long seq, Collector<Events.KeyedRecord> out) throws Exception {
+            // fromSequence hands each subtask a contiguous range (one of `parallelism` equal
+            // ones); record `local` of range s is index local * p + s, so that every subtask
+            // loads its share of the keys before it updates, as mesoflow's sources do.
+            long i = seq;
+            if (events % parallelism == 0) {
+                long range = events / parallelism;
+                i = (seq % range) * parallelism + seq / range;
+            }
+            Events.KeyedRecord r = new Events.KeyedRecord();
+            r.index = i;
+            if (i < keys) {
+                r.key = i;
+            } else {
+                r.key = Long.remainderUnsigned(io.mesoflow.peers.gen.SplitMix.at(seed, i), keys);
+                r.update = true;
+                if (ratePerSubtask > 0) {
+                    if (updates == 0) {
+                        started = System.nanoTime();
+                    }
+                    updates++;
+                    long due = started + (long) (updates / ratePerSubtask * 1e9);
+                    long wait = due - System.nanoTime();
+                    if (wait > 1_000_000) {
+                        Thread.sleep(wait / 1_000_000);
+                    }
+                }
+            }
+            out.collect(r);
+        }
+    }
+
+    /** keyed-state's operator: per key, its update count and the latest record's payload. */
+    static final class KeepState extends KeyedProcessFunction<Long, Events.KeyedRecord, KeyValue> {
+        private final int payload;
+        private transient ValueState<Long> updates;
+        private transient ValueState<byte[]> bytes;
+
+        KeepState(int payload) {
+            this.payload = payload;
+        }
+
+        @Override
+        public void open(OpenContext ctx) {
+            updates = getRuntimeContext().getState(new ValueStateDescriptor<>("updates", Types.LONG));
+            bytes = getRuntimeContext().getState(
+                    new ValueStateDescriptor<>("payload",
+                            org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO));
+        }
+
+        @Override
+        public void processElement(Events.KeyedRecord r, Context ctx, Collector<KeyValue> out) throws Exception {
+            byte[] b = new byte[payload];
+            for (int i = 0; i < payload; i++) {
+                b[i] = (byte) ((r.index >>> (8 * (i % 8))) ^ i);
+            }
+            bytes.update(b);
+            if (r.update) {
+                Long n = updates.value();
+                long next = n == null ? 1 : n + 1;
+                updates.update(next);
+                out.collect(new KeyValue(r.key, next));
+            }
+        }
     }
 
     /** Counts a window's elements incrementally (no element buffering). */

@@ -69,4 +69,13 @@ public final class Events {
             this.count = count;
         }
     }
+
+    /** A keyed-state record: the key, the record's index, and whether it updates (or loads). */
+    public static final class KeyedRecord {
+        public long key;
+        public long index;
+        public boolean update;
+
+        public KeyedRecord() {}
+    }
 }
