@@ -612,12 +612,15 @@ mod tests {
         assert!(err.to_string().contains("/nonexistent/input.txt"), "{err}");
     }
 
+    /// Positions of a generator's subtasks: (subtask, bytes).
+    type Positions = [(u32, Vec<u8>)];
+
     /// Runs every subtask of a generator at parallelism `p` until it emitted about `upto`
     /// indices (each stops at a different point), restored from `positions` at parallelism
     /// `from`; returns what they emitted and their positions.
     fn run_generators(
         p: u32,
-        from: Option<(u32, &[(u32, Vec<u8>)])>,
+        from: Option<(u32, &Positions)>,
         stop_after: impl Fn(u32) -> usize,
     ) -> (Vec<u64>, Vec<(u32, Vec<u8>)>) {
         let mut emitted = Vec::new();

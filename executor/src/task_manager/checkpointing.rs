@@ -129,61 +129,20 @@ impl AttemptCheckpoints {
             subtask.index,
             rand::random::<u32>()
         );
-        // One file per subtask and checkpoint; each piece of state a frame in it.
-        let mut file = Vec::new();
-        let mut frame = |bytes: &[u8]| {
-            let f = segment::encode(bytes);
-            let seg = Segment {
-                path: name.clone(),
-                offset: file.len() as u64,
-                length: f.len() as u64,
-                checksum: segment::frame_checksum(&f),
-            };
-            file.extend_from_slice(&f);
-            seg
+        // Compressing is CPU work of seconds for large state: it runs on the blocking pool, so
+        // the runtime's workers keep serving heartbeats and control messages meanwhile.
+        let sync_millis = snapshot.sync_millis;
+        let assembled = tokio::task::spawn_blocking({
+            let name = name.clone();
+            move || assemble(&name, id, &snapshot)
+        })
+        .await;
+        let (file, operators, written) = match assembled {
+            Ok(parts) => parts,
+            Err(e) => {
+                return self.decline_now(subtask, id, format!("snapshot encoding failed: {e}"));
+            }
         };
-        let mut operators: BTreeMap<String, OperatorSnapshot> = BTreeMap::new();
-        let mut written = Vec::new();
-        for (op, shape) in &snapshot.shapes {
-            operators.insert(
-                op.clone(),
-                OperatorSnapshot {
-                    operator_id: op.clone(),
-                    parallelism: shape.parallelism,
-                    max_parallelism: shape.max_parallelism,
-                    key_groups: Vec::new(),
-                    subtasks: Vec::new(),
-                },
-            );
-        }
-        for part in &snapshot.keyed {
-            let state = match &part.piece {
-                KeyGroupPiece::Written(bytes) => {
-                    let h = KeyGroupState {
-                        state_name: part.state_name.clone(),
-                        key_group: part.key_group,
-                        segment: Some(frame(bytes)),
-                        written_by: id,
-                    };
-                    written.push((part.operator_id.clone(), part.state_name.clone(), h.clone()));
-                    h
-                }
-                KeyGroupPiece::Unchanged(h) => h.clone(),
-            };
-            if let Some(o) = operators.get_mut(&part.operator_id) {
-                o.key_groups.push(state);
-            }
-        }
-        for part in &snapshot.operator {
-            let seg = frame(&part.bytes);
-            if let Some(o) = operators.get_mut(&part.operator_id) {
-                o.subtasks.push(SubtaskState {
-                    subtask: subtask.index,
-                    state_name: part.state_name.clone(),
-                    segment: Some(seg),
-                });
-            }
-        }
         let bytes_written = file.len() as u64;
         if !file.is_empty() {
             let storage = match self.storage(&target_dir) {
@@ -212,7 +171,7 @@ impl AttemptCheckpoints {
                 checkpoint_id: id,
                 operators: operators.into_values().collect(),
                 bytes_written,
-                sync_millis: snapshot.sync_millis,
+                sync_millis,
                 async_millis: started.elapsed().as_millis() as u64,
             },
         ));
@@ -228,6 +187,77 @@ impl AttemptCheckpoints {
             },
         ));
     }
+}
+
+/// One file for a subtask's snapshot, each piece of state a frame in it: the file, the
+/// subtask's share of the metadata, and where the key groups written now lie.
+#[allow(clippy::type_complexity)]
+fn assemble(
+    name: &str,
+    id: u64,
+    snapshot: &SubtaskSnapshot,
+) -> (
+    Vec<u8>,
+    BTreeMap<String, OperatorSnapshot>,
+    Vec<(String, String, KeyGroupState)>,
+) {
+    let subtask = snapshot.subtask;
+    // One file per subtask and checkpoint; each piece of state a frame in it.
+    let mut file = Vec::new();
+    let mut frame = |bytes: &[u8]| {
+        let f = segment::encode(bytes);
+        let seg = Segment {
+            path: name.to_owned(),
+            offset: file.len() as u64,
+            length: f.len() as u64,
+            checksum: segment::frame_checksum(&f),
+        };
+        file.extend_from_slice(&f);
+        seg
+    };
+    let mut operators: BTreeMap<String, OperatorSnapshot> = BTreeMap::new();
+    let mut written = Vec::new();
+    for (op, shape) in &snapshot.shapes {
+        operators.insert(
+            op.clone(),
+            OperatorSnapshot {
+                operator_id: op.clone(),
+                parallelism: shape.parallelism,
+                max_parallelism: shape.max_parallelism,
+                key_groups: Vec::new(),
+                subtasks: Vec::new(),
+            },
+        );
+    }
+    for part in &snapshot.keyed {
+        let state = match &part.piece {
+            KeyGroupPiece::Written(bytes) => {
+                let h = KeyGroupState {
+                    state_name: part.state_name.clone(),
+                    key_group: part.key_group,
+                    segment: Some(frame(bytes)),
+                    written_by: id,
+                };
+                written.push((part.operator_id.clone(), part.state_name.clone(), h.clone()));
+                h
+            }
+            KeyGroupPiece::Unchanged(h) => h.clone(),
+        };
+        if let Some(o) = operators.get_mut(&part.operator_id) {
+            o.key_groups.push(state);
+        }
+    }
+    for part in &snapshot.operator {
+        let seg = frame(&part.bytes);
+        if let Some(o) = operators.get_mut(&part.operator_id) {
+            o.subtasks.push(SubtaskState {
+                subtask: subtask.index,
+                state_name: part.state_name.clone(),
+                segment: Some(seg),
+            });
+        }
+    }
+    (file, operators, written)
 }
 
 /// The services as the dataplane sees them.
