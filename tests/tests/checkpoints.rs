@@ -14,7 +14,7 @@ use mesoflow_tests::cli::{Running, alive, mesoflow_run, pid_of};
 use mesoflow_tests::workspace::{committed_lines, reference_lines};
 use rand::Rng;
 
-/// One test at a time (the machine's cores, and the shared NameNode).
+/// One test at a time (the machine's cores, and the shared NameNode that one test stops).
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
@@ -28,6 +28,17 @@ const PARAMS: [(&str, &str); 4] = [
     ("rate", "40000"),
     ("events_per_ms", "10"),
 ];
+
+/// The failure-free output of windowed-count at parallelism 2 (computed without the rate
+/// limit, which changes when records come, not what they are).
+fn expected_lines(params: &[(&str, &str)]) -> Vec<String> {
+    let unpaced: Vec<(&str, &str)> = params
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "rate")
+        .collect();
+    reference_lines("windowed-count", &unpaced, 2)
+}
 
 /// The HDFS of the test services, or `None` (the test fails under CI, where it must exist).
 fn hdfs() -> Option<String> {
@@ -43,9 +54,28 @@ fn hdfs() -> Option<String> {
     }
 }
 
+/// Long enough (about 60 s of input) to outlast a NameNode restart and its safe mode.
+const LONG: [(&str, &str); 4] = [
+    ("events", "2400000"),
+    ("keys", "1000"),
+    ("rate", "40000"),
+    ("events_per_ms", "10"),
+];
+
 /// `mesoflow run windowed-count` on two single-slot executors, exactly-once part files in
 /// `out`, checkpoints every `interval` into `checkpoints`.
 fn checkpointed_run(out: &Path, checkpoints: &str, interval: &str, extra: &[&str]) -> Running {
+    checkpointed_run_of(&PARAMS, out, checkpoints, interval, extra)
+}
+
+/// [`checkpointed_run`] with other job parameters.
+fn checkpointed_run_of(
+    params: &[(&str, &str)],
+    out: &Path,
+    checkpoints: &str,
+    interval: &str,
+    extra: &[&str],
+) -> Running {
     let mut args = vec![
         "--parallelism".to_string(),
         "2".into(),
@@ -67,7 +97,7 @@ fn checkpointed_run(out: &Path, checkpoints: &str, interval: &str, extra: &[&str
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cmd = mesoflow_run("windowed-count", &PARAMS, &args);
+    let mut cmd = mesoflow_run("windowed-count", params, &args);
     cmd.env(
         "MESOFLOW_LOG",
         "warn,mesoflow_scheduler::cli=info,mesoflow_executor::task_manager=info,\
@@ -83,7 +113,7 @@ fn crash_loop(checkpoints: &str, backend: &str) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3);
-    let expected = reference_lines("windowed-count", &PARAMS, 2);
+    let expected = expected_lines(&PARAMS);
     let out = tempfile::tempdir().unwrap();
     let mut run = checkpointed_run(
         out.path(),
@@ -179,7 +209,7 @@ fn checkpoint_of(line: &str) -> u64 {
 #[test]
 fn a_corrupt_checkpoint_is_detected_and_recovery_falls_back_to_the_previous_one() {
     let _serial = serial();
-    let expected = reference_lines("windowed-count", &PARAMS, 2);
+    let expected = expected_lines(&PARAMS);
     let dir = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut run = checkpointed_run(
@@ -240,6 +270,79 @@ fn a_corrupt_checkpoint_is_detected_and_recovery_falls_back_to_the_previous_one(
     assert!(got.len() > expected.len(), "the fallback replayed nothing");
 }
 
+#[test]
+fn an_unreachable_namenode_fails_checkpoints_without_killing_the_job_until_it_is_back() {
+    let _serial = serial();
+    let Some(hdfs) = hdfs() else { return };
+    let services = std::env::var("MESOFLOW_TEST_HDFS_DIR").expect("MESOFLOW_TEST_HDFS_DIR");
+    let services = Path::new(&services);
+    let expected = expected_lines(&LONG);
+    let out = tempfile::tempdir().unwrap();
+    let root = format!("{hdfs}/namenode-down-{:08x}", rand::random::<u32>());
+    let mut run = checkpointed_run_of(
+        &LONG,
+        out.path(),
+        &root,
+        "1s",
+        &[
+            "-Dexecution.checkpointing.tolerable-failed-checkpoints=1000",
+            "-Dexecution.checkpointing.timeout=5s",
+        ],
+    );
+    run.wait_for("checkpoint completed", Duration::from_secs(60));
+    // Stop the NameNode (and its DataNode: the whole MiniDFSCluster process).
+    let pid: i32 = std::fs::read_to_string(services.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: a plain kill(2) of the test services' HDFS process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(pid), "HDFS did not stop");
+    let failed = run.wait_for("checkpoint aborted", Duration::from_secs(60));
+    eprintln!("while HDFS is down: {failed}");
+    std::thread::sleep(Duration::from_secs(2));
+    // Start it again on the same port and data (the command services.sh recorded).
+    let _ = std::fs::remove_file(services.join("address"));
+    let cmd = std::fs::read_to_string(services.join("cmd")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(services.join("minidfs.log"))
+        .unwrap();
+    let child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(cmd.trim())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::fs::write(services.join("pid"), child.id().to_string()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !services.join("address").exists() {
+        assert!(Instant::now() < deadline, "HDFS did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Back after the restart and the NameNode's safe mode.
+    run.wait_for("checkpoint completed", Duration::from_secs(120));
+    let (code, _, stderr) = run.finish(Duration::from_secs(300));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("restarting the job"),
+        "failed checkpoints restarted the job:\n{stderr}"
+    );
+    let got = committed_lines(out.path());
+    assert_eq!(got.len(), expected.len(), "{stderr}");
+    assert!(
+        got == expected,
+        "committed output differs from the failure-free run"
+    );
+}
+
 /// `mesoflow <args>` against a cluster; (exit code, stdout, stderr).
 fn mesoflow(args: &[&str]) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(mesoflow_tests::workspace::binary("mesoflow"))
@@ -257,7 +360,7 @@ fn mesoflow(args: &[&str]) -> (Option<i32>, String, String) {
 #[test]
 fn rescaling_2_3_1_through_savepoints_keeps_every_key_s_state_exactly() {
     let _serial = serial();
-    let expected = reference_lines("windowed-count", &PARAMS, 2);
+    let expected = expected_lines(&PARAMS);
     let savepoints = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let mut cmd =
