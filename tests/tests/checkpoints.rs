@@ -309,19 +309,25 @@ fn an_unreachable_namenode_fails_checkpoints_without_killing_the_job_until_it_is
     // Start it again on the same port and data (the command services.sh recorded).
     let _ = std::fs::remove_file(services.join("address"));
     let cmd = std::fs::read_to_string(services.join("cmd")).unwrap();
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(services.join("minidfs.log"))
-        .unwrap();
-    let child = std::process::Command::new("bash")
+    let log = services.join("minidfs.log");
+    // In the background of a shell that exits at once: HDFS outlives this test, and
+    // `services.sh stop` ends it through the pid file.
+    let started = std::process::Command::new("bash")
         .arg("-c")
-        .arg(cmd.trim())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
+        .arg(format!(
+            "{} >>'{}' 2>&1 & echo $!",
+            cmd.trim(),
+            log.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
         .unwrap();
-    std::fs::write(services.join("pid"), child.id().to_string()).unwrap();
+    let pid = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+    assert!(
+        pid.parse::<i32>().is_ok(),
+        "no pid from the relaunch: {pid:?}"
+    );
+    std::fs::write(services.join("pid"), pid).unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     while !services.join("address").exists() {
         assert!(Instant::now() < deadline, "HDFS did not come back");
