@@ -462,8 +462,6 @@ impl Configuration {
                     .max(1),
                 // Follows the checkpointing mode of each attempt (set by the TaskManager).
                 barrier_alignment: true,
-                // Follows `Checkpointing.unaligned` of each attempt (set by the TaskManager).
-                unaligned_checkpoints: false,
             },
         };
         let cluster = ClusterOptions {
