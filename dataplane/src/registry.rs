@@ -280,7 +280,9 @@ pub fn run_input_loop<T: Data>(
                 }
                 // Barriers reach operators in-band, from the sources.
                 TaskMail::TriggerCheckpoint(_) => {}
-                TaskMail::CheckpointComplete(id) => ctx.checkpoint.notify_complete(id)?,
+                TaskMail::CheckpointComplete { checkpoint_id, .. } => {
+                    ctx.checkpoint.notify_complete(checkpoint_id)?
+                }
             }
         }
         let mut received = None;

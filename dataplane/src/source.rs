@@ -127,6 +127,38 @@ impl<T: Send, S: Source<T>> SourceDriver<T, S> {
     }
 }
 
+impl<T: Send, S: Source<T>> SourceDriver<T, S> {
+    /// After the last record and the final watermark: takes part in checkpoints (its position
+    /// now the end) until the job's final one completes, the one taken after every source
+    /// ended. Only then does the stream end, so what the sinks wrote last is committed by a
+    /// checkpoint a restart would resume from, never lost in between (Flink's final
+    /// checkpoint).
+    fn await_final_checkpoint(&mut self, mailbox: &Mailbox) -> Result<()> {
+        loop {
+            if self.ctx.cancel.is_cancelled() {
+                return Err(EngineError::Cancelled);
+            }
+            match mailbox.next_within(Duration::from_millis(50)) {
+                None => {}
+                Some(TaskMail::Cancel) => return Err(EngineError::Cancelled),
+                Some(TaskMail::TriggerCheckpoint(barrier)) => {
+                    self.checkpoint(barrier)?;
+                    self.out.control(Control::Flush)?;
+                }
+                Some(TaskMail::CheckpointComplete {
+                    checkpoint_id,
+                    end_of_input,
+                }) => {
+                    self.ctx.checkpoint.notify_complete(checkpoint_id)?;
+                    if end_of_input {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Name of a source's position in a snapshot.
 const POSITION: &str = "position";
 
@@ -150,7 +182,9 @@ impl<T: Send, S: Source<T>> SourceTask for SourceDriver<T, S> {
                     }
                     // Sources start checkpoints: the barrier follows the records emitted so far.
                     TaskMail::TriggerCheckpoint(barrier) => self.checkpoint(barrier)?,
-                    TaskMail::CheckpointComplete(id) => self.ctx.checkpoint.notify_complete(id)?,
+                    TaskMail::CheckpointComplete { checkpoint_id, .. } => {
+                        self.ctx.checkpoint.notify_complete(checkpoint_id)?
+                    }
                 }
             }
             let mut batch = Vec::with_capacity(batch_size);
@@ -177,6 +211,10 @@ impl<T: Send, S: Source<T>> SourceTask for SourceDriver<T, S> {
                 SourcePoll::Finished => {
                     self.out.control(Control::ProcessingTime(wall_clock_ms()))?;
                     self.out.control(Control::Watermark(MAX_WATERMARK))?;
+                    self.out.control(Control::Flush)?;
+                    if self.ctx.checkpoint.input_ended() {
+                        self.await_final_checkpoint(mailbox)?;
+                    }
                     self.out.control(Control::EndOfInput)?;
                     self.out.control(Control::Flush)?;
                     return Ok(());

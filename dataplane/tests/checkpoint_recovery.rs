@@ -98,7 +98,10 @@ fn run(
             std::thread::sleep(Duration::from_millis(5));
         }
         for r in &running {
-            r.post(TaskMail::CheckpointComplete(1));
+            r.post(TaskMail::CheckpointComplete {
+                checkpoint_id: 1,
+                end_of_input: false,
+            });
         }
         std::thread::sleep(crash_after);
         assert!(

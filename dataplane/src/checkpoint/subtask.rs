@@ -13,7 +13,7 @@
 //! incremental: key groups that did not change since are not serialized again, their segment in
 //! the base is referenced instead.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,6 +96,8 @@ pub struct SubtaskSnapshot {
     pub operator: Vec<OperatorPart>,
     /// How long the synchronous part paused the subtask.
     pub sync_millis: u64,
+    /// The subtask's source had reached the end of its input before the barrier.
+    pub input_ended: bool,
 }
 
 /// The TaskManager's services to its subtasks' checkpoints.
@@ -106,6 +108,13 @@ pub trait CheckpointServices: Send + Sync {
     fn submit(&self, snapshot: SubtaskSnapshot);
     /// The subtask cannot take its part of checkpoint `id`.
     fn decline(&self, subtask: SubtaskId, checkpoint_id: u64, reason: String);
+    /// The subtask's source reached the end of its input. True when the source must then wait
+    /// for the job's final checkpoint before it ends its stream (the job checkpoints into a
+    /// storage), so that what it emitted last is committed exactly once.
+    fn input_ended(&self, subtask: SubtaskId) -> bool {
+        let _ = subtask;
+        false
+    }
 }
 
 /// One restored keyed state: key group -> (raw bytes, where they lie).
@@ -141,6 +150,14 @@ struct Collect {
     last_handles: HashMap<(String, String, u32), KeyGroupState>,
     /// Handles of snapshots handed in but not yet known complete, by checkpoint.
     pending_handles: BTreeMap<u64, HashMap<(String, String, u32), KeyGroupState>>,
+    /// The subtask's source reached the end of its input.
+    input_ended: bool,
+    /// Key groups serialized by the snapshot being collected.
+    written: HashSet<(String, String, u32)>,
+    /// Key groups serialized by snapshots taken after `last_snapshot`, by checkpoint. Each
+    /// snapshot cleared the stores' changed flags, so until one of them is uploaded and
+    /// becomes the base, these key groups differ from the base although their flags are clear.
+    written_since_last: BTreeMap<u64, HashSet<(String, String, u32)>>,
     hooks: Vec<CompleteHook>,
 }
 
@@ -198,6 +215,16 @@ impl SubtaskCheckpoint {
         self.0.services.is_some()
     }
 
+    /// The subtask's source reached the end of its input: later snapshots say so. True when
+    /// the source must wait for the job's final checkpoint before it ends its stream.
+    pub fn input_ended(&self) -> bool {
+        self.0.collect.lock().input_ended = true;
+        self.0
+            .services
+            .as_ref()
+            .is_some_and(|s| s.input_ended(self.0.subtask))
+    }
+
     /// The checkpoint or savepoint state was restored from.
     pub fn restored_from(&self) -> Option<u64> {
         self.0.restored.as_ref().map(|r| r.checkpoint_id)
@@ -222,6 +249,7 @@ impl SubtaskCheckpoint {
         c.keyed.clear();
         c.operator.clear();
         c.shapes.clear();
+        c.written.clear();
         true
     }
 
@@ -250,6 +278,8 @@ impl SubtaskCheckpoint {
                 })
                 .collect();
             c.pending_handles.insert(id, handles);
+            let written = std::mem::take(&mut c.written);
+            c.written_since_last.insert(id, written);
             SubtaskSnapshot {
                 subtask: self.0.subtask,
                 checkpoint_id: id,
@@ -257,6 +287,7 @@ impl SubtaskCheckpoint {
                 keyed,
                 operator: std::mem::take(&mut c.operator),
                 sync_millis: started.elapsed().as_millis() as u64,
+                input_ended: c.input_ended,
             }
         };
         services.submit(snapshot);
@@ -277,6 +308,7 @@ impl SubtaskCheckpoint {
         if checkpoint_id > c.last_snapshot {
             c.last_snapshot = checkpoint_id;
             c.last_handles = handles;
+            c.written_since_last.retain(|id, _| *id > checkpoint_id);
         }
     }
 
@@ -284,6 +316,12 @@ impl SubtaskCheckpoint {
     /// referenced instead of written.
     fn incremental(c: &Collect) -> bool {
         matches!(&c.current, Some((_, t, _)) if !t.full && !t.savepoint && t.base != 0 && t.base == c.last_snapshot)
+    }
+
+    /// True while a barrier passes through the chain: operators hand in state now (and only
+    /// then may a store clear its changed flags).
+    pub fn collecting(&self) -> bool {
+        self.0.collect.lock().current.is_some()
     }
 
     /// Hands in the keyed state `state_name` of `op` over `range`: for each key group,
@@ -303,8 +341,10 @@ impl SubtaskCheckpoint {
         let incremental = Self::incremental(&c);
         c.shapes.insert(op.id.clone(), op.shape);
         for kg in op.key_groups.start..=op.key_groups.end {
-            if incremental && !changed(kg) {
-                let key = (op.id.clone(), state_name.to_owned(), kg);
+            let key = (op.id.clone(), state_name.to_owned(), kg);
+            let same_as_base =
+                !changed(kg) && !c.written_since_last.values().any(|w| w.contains(&key));
+            if incremental && same_as_base {
                 if let Some(h) = c.last_handles.get(&key) {
                     let piece = KeyGroupPiece::Unchanged(h.clone());
                     c.keyed.push(KeyedPart {
@@ -318,6 +358,7 @@ impl SubtaskCheckpoint {
                 // Unchanged and absent from the base: empty then, and empty now.
                 continue;
             }
+            c.written.insert(key);
             if let Some(bytes) = write(kg)? {
                 c.keyed.push(KeyedPart {
                     operator_id: op.id.clone(),

@@ -23,8 +23,13 @@ pub enum TaskMail {
     Cancel,
     /// Start a checkpoint: a source emits this barrier after the records it emitted so far.
     TriggerCheckpoint(Barrier),
-    /// Checkpoint `n` completed: two-phase-commit sinks commit what it covers.
-    CheckpointComplete(u64),
+    /// A checkpoint completed: two-phase-commit sinks commit what it covers.
+    CheckpointComplete {
+        /// The checkpoint.
+        checkpoint_id: u64,
+        /// The job's final checkpoint: sources waiting for it end their streams.
+        end_of_input: bool,
+    },
 }
 
 /// The subtask's side of its mailbox.
@@ -37,6 +42,11 @@ impl Mailbox {
     #[inline]
     pub fn try_next(&self) -> Option<TaskMail> {
         self.rx.try_recv().ok()
+    }
+
+    /// The next message, waiting at most `timeout` for one.
+    pub fn next_within(&self, timeout: std::time::Duration) -> Option<TaskMail> {
+        self.rx.recv_timeout(timeout).ok()
     }
 }
 

@@ -79,6 +79,7 @@ impl TwoPhaseFiles {
                 .extend(decode_vec::<Pending>(&bytes).map_err(|e| restore_error(&op, PENDING, e))?);
         }
         for p in &restored {
+            tracing::debug!(checkpoint = p.0, file = %p.2, "committing a restored pending file");
             commit_one(dir, p)?;
         }
         // Files of earlier attempts of this subtask (and, for subtask 0, of subtasks that no
@@ -156,6 +157,7 @@ impl TwoPhaseFiles {
             f.sync_all().map_err(io_error(&path))?;
             let pending = path.with_file_name(format!(".{name}.pending"));
             std::fs::rename(&path, &pending).map_err(io_error(&path))?;
+            tracing::debug!(checkpoint = id, file = %name, "part file pending");
             self.shared
                 .lock()
                 .pending
@@ -180,6 +182,7 @@ fn commit_upto(shared: &Mutex<Shared>, id: u64) -> Result<()> {
     s.pending = keep;
     drop(s);
     for p in &due {
+        tracing::debug!(checkpoint = p.0, completed = id, file = %p.2, "committing a part file");
         commit_one(&dir, p)?;
     }
     Ok(())

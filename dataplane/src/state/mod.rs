@@ -599,6 +599,11 @@ impl<K: Key, V> KeyedStore<K, V> {
         name: &str,
         to: impl Fn(&V) -> S,
     ) -> Result<()> {
+        // The flags say what changed since the last snapshot handed in: keep them when no
+        // checkpoint is collecting (a declined barrier).
+        if !cp.collecting() {
+            return Ok(());
+        }
         let start = self.range.start;
         let changed = std::mem::replace(&mut self.changed, vec![false; self.groups.len()]);
         let groups = &self.groups;
@@ -1125,6 +1130,65 @@ mod tests {
             assert_eq!(now[&k], v);
         }
         assert_eq!(now.len(), before.len());
+    }
+
+    /// The key groups a snapshot serialized (not referenced).
+    fn written_groups(parts: &[KeyedPart]) -> Vec<u32> {
+        parts
+            .iter()
+            .filter(|p| matches!(p.piece, KeyGroupPiece::Written(_)))
+            .map(|p| p.key_group)
+            .collect()
+    }
+
+    #[test]
+    fn key_groups_of_a_snapshot_never_uploaded_are_written_by_the_next_incremental_one() {
+        let range = KeyGroupRange::for_subtask(0, 1, 16);
+        let op = op_ids(range, 16);
+        let mut s = KeyedStore::<u64, u64>::new(range, 16);
+        for k in 0..1000u64 {
+            s.get_or_insert_with(&k, || k).unwrap();
+        }
+        let mem = Arc::new(Mem::default());
+        let services: Arc<dyn CheckpointServices> = mem.clone();
+        let cp = SubtaskCheckpoint::new(SubtaskId { chain: 0, index: 0 }, Some(services), None);
+        assert_eq!(snapshot(&mem, &cp, &mut s, &op, 1, 0).len(), 16);
+
+        // Checkpoint 2 snapshots a change of key group `g`, but its upload never succeeds
+        // (storage down): 1 stays the last completed checkpoint and the base of 3.
+        let key = (0..1000u64).find(|k| key_group_of(k, 16) == 7).unwrap();
+        *s.get_or_insert_with(&key, || 0).unwrap() += 1_000_000;
+        mem.triggers.lock().insert(
+            2,
+            TriggerInfo {
+                full: false,
+                base: 1,
+                savepoint: false,
+            },
+        );
+        assert!(cp.begin(2));
+        s.snapshot_as(&cp, &op, "values", |v| *v).unwrap();
+        cp.finish(2);
+        assert_eq!(written_groups(&mem.snapshots.lock()[1].keyed), vec![7]);
+
+        // A barrier nobody collects (declined) leaves the flags alone.
+        *s.get_or_insert_with(&(key + 16 * 1000), || 0).unwrap() += 1;
+        s.snapshot_as(&cp, &op, "values", |v| *v).unwrap();
+        let other = key_group_of(&(key + 16 * 1000), 16);
+
+        // Checkpoint 3 on base 1: key group 7 differs from 1's copy although its flag was
+        // cleared by snapshot 2, so it is written again, with the change.
+        let parts = snapshot(&mem, &cp, &mut s, &op, 3, 1);
+        let mut expected = vec![7, other];
+        expected.sort();
+        expected.dedup();
+        assert_eq!(written_groups(&parts), expected);
+        let mut back = KeyedStore::<u64, u64>::new(range, 16);
+        restore_into(&parts, &mut back, &op);
+        assert_eq!(back.get(&key).unwrap(), Some(&(key + 1_000_000)));
+
+        // Once 3 is uploaded it is the base: nothing changed since, nothing is written.
+        assert!(written_groups(&snapshot(&mem, &cp, &mut s, &op, 4, 3)).is_empty());
     }
 
     #[test]

@@ -90,6 +90,8 @@ pub struct Attempt {
     cancel: CancelToken,
     running: HashMap<SubtaskId, Running>,
     checkpoints: Option<Arc<AttemptCheckpoints>>,
+    /// The latest checkpoint the JobManager reported complete.
+    last_completed: u64,
 }
 
 /// The job id of a `DeploySubtasks` or `CancelAttempt` (16 bytes, big-endian).
@@ -298,6 +300,7 @@ impl Attempt {
             cancel: cancel.clone(),
             running: HashMap::new(),
             checkpoints: checkpoints.clone(),
+            last_completed: 0,
         };
         for runner in runners {
             let id = runner.id();
@@ -360,9 +363,17 @@ impl Attempt {
             .collect()
     }
 
-    /// A subtask ended: forget it; its final counters.
+    /// A subtask ended: forget it; its final counters. A completion it was told of but may
+    /// not have read from its mailbox is committed for it here.
     pub fn on_exit(&mut self, s: SubtaskId) -> Option<SubtaskMetrics> {
         let r = self.running.remove(&s)?;
+        if let Some(c) = self
+            .checkpoints
+            .as_ref()
+            .filter(|_| self.last_completed > 0)
+        {
+            c.notify_complete_of(self.last_completed, |id| *id == s);
+        }
         Some(metrics_of(self.key, s, &r.metrics))
     }
 
@@ -388,8 +399,9 @@ impl Attempt {
     }
 
     /// A checkpoint completed: running subtasks commit through their mailbox, finished ones
-    /// (a sink that reached the end of its input) right here.
-    pub fn checkpoint_complete(&self, checkpoint_id: u64) {
+    /// (a sink that reached the end of its input) right here. `end_of_input`: the job's final
+    /// checkpoint, after which the sources end their streams.
+    pub fn checkpoint_complete(&mut self, checkpoint_id: u64, end_of_input: bool) {
         let Some(c) = &self.checkpoints else {
             return;
         };
@@ -397,9 +409,14 @@ impl Attempt {
             c.notify_complete(checkpoint_id);
             return;
         }
+        self.last_completed = self.last_completed.max(checkpoint_id);
         for r in self.running.values() {
-            r.handle.post(TaskMail::CheckpointComplete(checkpoint_id));
+            r.handle.post(TaskMail::CheckpointComplete {
+                checkpoint_id,
+                end_of_input,
+            });
         }
+        c.notify_complete_of(checkpoint_id, |s| !self.running.contains_key(s));
     }
 
     /// Asks every running subtask to stop.

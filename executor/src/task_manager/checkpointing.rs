@@ -23,8 +23,8 @@ use mesoflow_proto::checkpoint::{
     CheckpointMetadata, KeyGroupState, OperatorSnapshot, Segment, SubtaskState,
 };
 use mesoflow_proto::control::{
-    AcknowledgeCheckpoint, DeclineCheckpoint, TaskManagerMessage, TriggerCheckpoint,
-    task_manager_message,
+    AcknowledgeCheckpoint, DeclineCheckpoint, SubtaskStateChange, TaskManagerMessage,
+    TriggerCheckpoint, task_manager_message,
 };
 use parking_lot::Mutex;
 
@@ -43,11 +43,20 @@ pub struct AttemptCheckpoints {
     subtasks: Mutex<HashMap<SubtaskId, SubtaskCheckpoint>>,
     send: ControlSender,
     runtime: tokio::runtime::Handle,
+    /// The job checkpoints into a storage: sources that reach the end of their input wait for
+    /// its final checkpoint.
+    final_checkpoint: bool,
 }
 
 impl AttemptCheckpoints {
-    /// Services for attempt `key`, acknowledging over `send`.
-    pub fn new(key: AttemptKey, send: ControlSender, runtime: tokio::runtime::Handle) -> Self {
+    /// Services for attempt `key`, acknowledging over `send`; `final_checkpoint` when the job
+    /// has a checkpoint storage (so the JobManager takes a final checkpoint).
+    pub fn new(
+        key: AttemptKey,
+        send: ControlSender,
+        runtime: tokio::runtime::Handle,
+        final_checkpoint: bool,
+    ) -> Self {
         Self {
             key,
             triggered: Mutex::new(BTreeMap::new()),
@@ -55,6 +64,7 @@ impl AttemptCheckpoints {
             subtasks: Mutex::new(HashMap::new()),
             send,
             runtime,
+            final_checkpoint,
         }
     }
 
@@ -85,7 +95,19 @@ impl AttemptCheckpoints {
 
     /// Runs the completion hooks of every subtask of the attempt (running or finished).
     pub fn notify_complete(&self, checkpoint_id: u64) {
-        let subtasks: Vec<_> = self.subtasks.lock().values().cloned().collect();
+        self.notify_complete_of(checkpoint_id, |_| true);
+    }
+
+    /// Runs the completion hooks of the subtasks `which` selects, here on the TaskManager's
+    /// thread (for subtasks whose own thread has ended). Hooks are idempotent.
+    pub fn notify_complete_of(&self, checkpoint_id: u64, which: impl Fn(&SubtaskId) -> bool) {
+        let subtasks: Vec<_> = self
+            .subtasks
+            .lock()
+            .iter()
+            .filter(|(id, _)| which(id))
+            .map(|(_, s)| s.clone())
+            .collect();
         for s in subtasks {
             if let Err(e) = s.notify_complete(checkpoint_id) {
                 tracing::error!(checkpoint_id, error = %e, "committing after a completed checkpoint failed");
@@ -131,7 +153,7 @@ impl AttemptCheckpoints {
         );
         // Compressing is CPU work of seconds for large state: it runs on the blocking pool, so
         // the runtime's workers keep serving heartbeats and control messages meanwhile.
-        let sync_millis = snapshot.sync_millis;
+        let (sync_millis, input_ended) = (snapshot.sync_millis, snapshot.input_ended);
         let assembled = tokio::task::spawn_blocking({
             let name = name.clone();
             move || assemble(&name, id, &snapshot)
@@ -173,6 +195,7 @@ impl AttemptCheckpoints {
                 bytes_written,
                 sync_millis,
                 async_millis: started.elapsed().as_millis() as u64,
+                input_ended,
             },
         ));
     }
@@ -279,6 +302,18 @@ impl CheckpointServices for Services {
 
     fn decline(&self, subtask: SubtaskId, checkpoint_id: u64, reason: String) {
         self.0.decline_now(subtask, checkpoint_id, reason);
+    }
+
+    fn input_ended(&self, subtask: SubtaskId) -> bool {
+        self.0.send(task_manager_message::Kind::SubtaskState(
+            SubtaskStateChange {
+                subtask: Some(subtask_ref(self.0.key, subtask)),
+                state: mesoflow_proto::control::SubtaskState::Running as i32,
+                input_ended: true,
+                ..Default::default()
+            },
+        ));
+        self.0.final_checkpoint
     }
 }
 

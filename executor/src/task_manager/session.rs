@@ -162,6 +162,7 @@ pub async fn run(
                     metrics,
                     suppress_restart,
                     corrupt_checkpoint: 0,
+                    input_ended: false,
                 }));
                 // A finished attempt with two-phase-commit sinks waits for the final commit.
                 if attempt.is_done() && !attempt.awaits_final_commit() {
@@ -214,8 +215,8 @@ pub async fn run(
                         }
                         job_manager_message::Kind::CheckpointComplete(c) => {
                             let key = job_id_of(&c.job_id).ok().map(|j| (j, c.attempt));
-                            if let Some(a) = key.and_then(|k| attempts.get(&k)) {
-                                a.checkpoint_complete(c.checkpoint_id);
+                            if let Some(a) = key.and_then(|k| attempts.get_mut(&k)) {
+                                a.checkpoint_complete(c.checkpoint_id, c.end_of_input);
                                 if a.is_done() && c.checkpoint_id == FINAL_CHECKPOINT {
                                     attempts.remove(&key.unwrap_or_default());
                                 }
@@ -310,6 +311,7 @@ fn report_all(
                 metrics: None,
                 suppress_restart: false,
                 corrupt_checkpoint,
+                input_ended: false,
             },
         ));
     }
@@ -330,11 +332,12 @@ fn deploy_attempt(
         job_id_of(&deploy.job_id).unwrap_or_default(),
         deploy.attempt,
     );
-    let checkpoints = deploy.checkpointing.as_ref().map(|_| {
+    let checkpoints = deploy.checkpointing.as_ref().map(|c| {
         Arc::new(AttemptCheckpoints::new(
             key,
             control.clone(),
             tokio::runtime::Handle::current(),
+            !c.checkpoint_root.is_empty(),
         ))
     });
     match Attempt::start(
@@ -363,6 +366,7 @@ fn deploy_attempt(
                         metrics: None,
                         suppress_restart: false,
                         corrupt_checkpoint: 0,
+                        input_ended: false,
                     },
                 ));
             }

@@ -216,6 +216,8 @@ pub enum CheckpointAction {
         attempt: u32,
         /// The checkpoint.
         checkpoint_id: u64,
+        /// The job's final checkpoint: every source had ended its input when it was taken.
+        end_of_input: bool,
     },
     /// Tell every worker of the attempt that the checkpoint was given up.
     NotifyAborted {
@@ -375,6 +377,9 @@ pub struct CheckpointStats {
 /// Records kept in the history.
 const HISTORY: usize = 10;
 
+/// How soon a failed final checkpoint of a job without a checkpoint interval is retried.
+const FINAL_RETRY: Duration = Duration::from_secs(1);
+
 /// What [`CheckpointCoordinator::mark_corrupt`] leaves the next restart with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Fallback {
@@ -426,6 +431,10 @@ struct Pending {
     last_ack_at: Instant,
     timestamp_ms: i64,
     awaiting: BTreeSet<(u32, u32)>,
+    /// Source subtasks whose acknowledgement has not said that their input had ended.
+    inputs_open: BTreeSet<(u32, u32)>,
+    /// The attempt has sources (a checkpoint can be the final one).
+    has_sources: bool,
     acknowledged: u32,
     operators: BTreeMap<String, OperatorSnapshot>,
     bytes_written: u64,
@@ -450,8 +459,19 @@ struct Completed {
 struct AttemptState {
     attempt: u32,
     subtasks: BTreeSet<(u32, u32)>,
+    /// The subtasks whose chains start with a source.
+    sources: BTreeSet<(u32, u32)>,
+    /// Sources that reported the end of their input.
+    inputs_ended: BTreeSet<(u32, u32)>,
     running: bool,
     finished: bool,
+}
+
+impl AttemptState {
+    /// Every source reached the end of its input: the next checkpoint is the final one.
+    fn all_inputs_ended(&self) -> bool {
+        !self.sources.is_empty() && self.sources.is_subset(&self.inputs_ended)
+    }
 }
 
 /// One job's checkpoint coordinator (see the module docs).
@@ -621,10 +641,13 @@ impl CheckpointCoordinator {
         &mut self,
         attempt: u32,
         subtasks: impl IntoIterator<Item = (u32, u32)>,
+        sources: impl IntoIterator<Item = (u32, u32)>,
     ) {
         self.attempt = Some(AttemptState {
             attempt,
             subtasks: subtasks.into_iter().collect(),
+            sources: sources.into_iter().collect(),
+            inputs_ended: BTreeSet::new(),
             running: false,
             finished: false,
         });
@@ -645,6 +668,25 @@ impl CheckpointCoordinator {
             self.next_trigger = Some(now + interval);
         }
         self.tick(now);
+    }
+
+    /// A source subtask reached the end of its input. Once all have, the final checkpoint is
+    /// triggered without waiting for the interval: the job ends when it completes.
+    pub fn input_ended(&mut self, attempt: u32, subtask: (u32, u32), now: Instant) {
+        let Some(a) = self.attempt.as_mut().filter(|a| a.attempt == attempt) else {
+            return;
+        };
+        if !a.sources.contains(&subtask) || !a.inputs_ended.insert(subtask) {
+            return;
+        }
+        if a.all_inputs_ended() {
+            info!(
+                attempt,
+                "every source reached the end of its input: final checkpoint"
+            );
+            self.next_trigger = Some(now);
+            self.tick(now);
+        }
     }
 
     /// A subtask FINISHED: no checkpoint can complete without it any more (the pending one is
@@ -715,6 +757,15 @@ impl CheckpointCoordinator {
         if self.pending.is_some() || !self.can_trigger() {
             return;
         }
+        // Without an interval, a final checkpoint that failed is retried after the pause.
+        if self.next_trigger.is_none()
+            && self
+                .attempt
+                .as_ref()
+                .is_some_and(AttemptState::all_inputs_ended)
+        {
+            self.next_trigger = Some(now + self.settings.min_pause.max(FINAL_RETRY));
+        }
         if let Some(sp) = self.queued_savepoint.take() {
             self.trigger(Some(sp), now);
         } else if self.next_trigger.is_some_and(|t| t <= now) {
@@ -749,6 +800,9 @@ impl CheckpointCoordinator {
             return;
         }
         p.acknowledged += 1;
+        if ack.input_ended {
+            p.inputs_open.remove(&key);
+        }
         p.last_ack_at = now;
         p.bytes_written += ack.bytes_written;
         p.max_sync_millis = p.max_sync_millis.max(ack.sync_millis);
@@ -936,10 +990,10 @@ impl CheckpointCoordinator {
     }
 
     fn trigger(&mut self, savepoint: Option<SavepointRequest>, now: Instant) {
-        let Some((attempt, subtasks)) = self
+        let Some((attempt, subtasks, sources)) = self
             .attempt
             .as_ref()
-            .map(|a| (a.attempt, a.subtasks.clone()))
+            .map(|a| (a.attempt, a.subtasks.clone(), a.sources.clone()))
         else {
             return;
         };
@@ -950,6 +1004,10 @@ impl CheckpointCoordinator {
         };
         let id = self.next_id;
         self.next_id += 1;
+        if !self.periodic() {
+            // A one-off (a final checkpoint without an interval): the next is set when due.
+            self.next_trigger = None;
+        }
         let base = match &savepoint {
             Some(_) => 0,
             None => self.latest_completed().map_or(0, |(id, _, _)| id),
@@ -981,6 +1039,8 @@ impl CheckpointCoordinator {
             last_ack_at: now,
             timestamp_ms,
             awaiting: subtasks,
+            has_sources: !sources.is_empty(),
+            inputs_open: sources,
             acknowledged: 0,
             operators: BTreeMap::new(),
             bytes_written: 0,
@@ -1090,6 +1150,7 @@ impl CheckpointCoordinator {
                 self.actions.push_back(CheckpointAction::NotifyComplete {
                     attempt: p.attempt,
                     checkpoint_id: p.id,
+                    end_of_input: false,
                 });
             }
             self.actions
@@ -1118,9 +1179,14 @@ impl CheckpointCoordinator {
             files,
             corrupt: false,
         });
+        let end_of_input = p.has_sources && p.inputs_open.is_empty();
+        if end_of_input {
+            info!(checkpoint = p.id, "the final checkpoint completed");
+        }
         self.actions.push_back(CheckpointAction::NotifyComplete {
             attempt: p.attempt,
             checkpoint_id: p.id,
+            end_of_input,
         });
         while self.retained.len() > self.settings.num_retained.max(1) as usize {
             if let Some(old) = self.retained.pop_front() {

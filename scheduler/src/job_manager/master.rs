@@ -718,6 +718,11 @@ impl JobMaster {
                 now,
             ),
             (Phase::Running, SubtaskState::Running) => {
+                if change.input_ended
+                    && let Some(c) = self.checkpoints.as_mut()
+                {
+                    c.input_ended(self.attempt, key, now);
+                }
                 if self
                     .subtasks
                     .values()
@@ -1119,7 +1124,15 @@ impl JobMaster {
             })
             .collect();
         if let Some(c) = self.checkpoints.as_mut() {
-            c.attempt_deployed(self.attempt, self.subtasks.keys().copied());
+            let sources = job.source_chains.clone();
+            c.attempt_deployed(
+                self.attempt,
+                self.subtasks.keys().copied(),
+                self.subtasks
+                    .keys()
+                    .copied()
+                    .filter(|(chain, _)| sources.contains(chain)),
+            );
         }
         self.set_phase(Phase::Running);
         self.actions.extend(deploys);
@@ -1269,6 +1282,7 @@ impl JobMaster {
                     job_id: Bytes::copy_from_slice(&job_id.to_be_bytes()),
                     attempt: self.attempt,
                     checkpoint_id: u64::MAX,
+                    end_of_input: true,
                 },
             });
         }
@@ -1341,6 +1355,7 @@ impl JobMaster {
                 CheckpointAction::NotifyComplete {
                     attempt,
                     checkpoint_id,
+                    end_of_input,
                 } => {
                     if !live(self, attempt) {
                         continue;
@@ -1352,6 +1367,7 @@ impl JobMaster {
                                 job_id: job_id.clone(),
                                 attempt,
                                 checkpoint_id,
+                                end_of_input,
                             },
                         });
                     }

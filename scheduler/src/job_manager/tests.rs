@@ -81,6 +81,7 @@ fn change(attempt: u32, chain: u32, index: u32, state: SubtaskState) -> SubtaskS
         metrics: None,
         suppress_restart: false,
         corrupt_checkpoint: 0,
+        input_ended: false,
     }
 }
 

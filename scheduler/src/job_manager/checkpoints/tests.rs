@@ -24,7 +24,7 @@ fn settings() -> CheckpointSettings {
 fn running(settings: CheckpointSettings) -> (CheckpointCoordinator, Instant) {
     let t0 = Instant::now();
     let mut c = CheckpointCoordinator::new(settings, JOB, "wc", None, (t0, 1_000_000));
-    c.attempt_deployed(0, [(0, 0), (1, 0)]);
+    c.attempt_deployed(0, [(0, 0), (1, 0)], [(0, 0)]);
     c.attempt_running(0, t0);
     (c, t0)
 }
@@ -81,6 +81,7 @@ fn ack(attempt: u32, chain: u32, index: u32, id: u64, file: &str) -> Acknowledge
         bytes_written: 100,
         sync_millis: 1,
         async_millis: 2,
+        input_ended: false,
     }
 }
 
@@ -158,7 +159,7 @@ fn the_trigger_message_targets_the_root_and_the_first_is_full() {
 fn no_trigger_before_the_attempt_is_running_or_without_interval() {
     let t0 = Instant::now();
     let mut c = CheckpointCoordinator::new(settings(), JOB, "wc", None, (t0, 0));
-    c.attempt_deployed(0, [(0, 0)]);
+    c.attempt_deployed(0, [(0, 0)], [(0, 0)]);
     assert_eq!(c.poll_timeout(), None);
     c.tick(secs(t0, 100));
     assert!(drain(&mut c).is_empty());
@@ -222,7 +223,8 @@ fn completion_writes_metadata_then_notifies() {
         drain(&mut c),
         vec![CheckpointAction::NotifyComplete {
             attempt: 0,
-            checkpoint_id: 1
+            checkpoint_id: 1,
+            end_of_input: false
         }]
     );
     let (id, root, m) = c.latest_completed().unwrap();
@@ -234,7 +236,7 @@ fn completion_writes_metadata_then_notifies() {
 fn acks_of_one_operator_from_several_subtasks_are_merged() {
     let t0 = Instant::now();
     let mut c = CheckpointCoordinator::new(settings(), JOB, "wc", None, (t0, 0));
-    c.attempt_deployed(0, [(1, 0), (1, 1)]);
+    c.attempt_deployed(0, [(1, 0), (1, 1)], []);
     c.attempt_running(0, t0);
     c.tick(secs(t0, 10));
     drain(&mut c);
@@ -630,7 +632,8 @@ fn stop_with_savepoint_commits_and_asks_to_stop() {
         a[0],
         CheckpointAction::NotifyComplete {
             attempt: 0,
-            checkpoint_id: 1
+            checkpoint_id: 1,
+            end_of_input: false
         }
     );
     assert!(
@@ -684,7 +687,7 @@ fn corrupt_checkpoint_falls_back_to_the_previous_then_the_initial_restore() {
     };
     let mut c = CheckpointCoordinator::new(settings(), JOB, "wc", Some(initial.clone()), (t0, 0));
     assert_eq!(c.restore(), Some(initial.clone()));
-    c.attempt_deployed(0, [(0, 0), (1, 0)]);
+    c.attempt_deployed(0, [(0, 0), (1, 0)], [(0, 0)]);
     c.attempt_running(0, t0);
     // Ids continue after the restored savepoint's.
     let a = round(&mut c, secs(t0, 10), ["shared/a", "shared/b"]);
@@ -745,7 +748,7 @@ fn a_new_attempt_restarts_the_schedule_and_ignores_old_acks() {
     c.tick(secs(t0, 10));
     drain(&mut c);
     c.attempt_ended("failover", secs(t0, 11));
-    c.attempt_deployed(1, [(0, 0), (1, 0)]);
+    c.attempt_deployed(1, [(0, 0), (1, 0)], [(0, 0)]);
     c.acknowledge(&ack(0, 0, 0, 1, "x"), secs(t0, 12));
     assert!(drain(&mut c).is_empty());
     c.attempt_running(1, secs(t0, 15));
@@ -801,4 +804,89 @@ fn metadata_of_another_version_or_garbage_is_refused() {
         decode_metadata(&[0xff, 0xff, 0xff]),
         Err(MetadataError::Decode(_))
     ));
+}
+
+/// The `end_of_input` flags of the completions among `actions`, by checkpoint.
+fn completions(actions: &[CheckpointAction]) -> Vec<(u64, bool)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            CheckpointAction::NotifyComplete {
+                checkpoint_id,
+                end_of_input,
+                ..
+            } => Some((*checkpoint_id, *end_of_input)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_checkpoint_after_every_source_ended_is_final_and_is_taken_at_once() {
+    let t0 = Instant::now();
+    let mut c = CheckpointCoordinator::new(settings(), JOB, "wc", None, (t0, 1_000_000));
+    // Two sources (0, 0) and (0, 1), one sink.
+    c.attempt_deployed(0, [(0, 0), (0, 1), (1, 0)], [(0, 0), (0, 1)]);
+    c.attempt_running(0, t0);
+    let source_ack = |index, id, ended| AcknowledgeCheckpoint {
+        input_ended: ended,
+        ..ack(0, 0, index, id, &format!("shared/{id}-{index}"))
+    };
+
+    // Source 0 ends first: nothing is triggered before the interval.
+    c.input_ended(0, (0, 0), secs(t0, 2));
+    c.input_ended(0, (1, 0), secs(t0, 2)); // not a source: ignored
+    assert!(triggered(&drain(&mut c)).is_empty());
+    // Checkpoint 1 at the interval: source 1 still reads, so it is not the final one.
+    c.tick(secs(t0, 10));
+    assert_eq!(triggered(&drain(&mut c)), vec![1]);
+    c.acknowledge(&source_ack(0, 1, true), secs(t0, 10));
+    c.acknowledge(&source_ack(1, 1, false), secs(t0, 10));
+    c.acknowledge(&ack(0, 1, 0, 1, "shared/s1"), secs(t0, 10));
+    c.metadata_written(1, Ok(()), secs(t0, 10));
+    assert_eq!(completions(&drain(&mut c)), vec![(1, false)]);
+
+    // Source 1 ends at 13 s: the final checkpoint is triggered then, not at 20 s.
+    c.input_ended(0, (0, 1), secs(t0, 13));
+    assert_eq!(triggered(&drain(&mut c)), vec![2]);
+    c.acknowledge(&source_ack(0, 2, true), secs(t0, 13));
+    c.acknowledge(&source_ack(1, 2, true), secs(t0, 13));
+    c.acknowledge(&ack(0, 1, 0, 2, "shared/s2"), secs(t0, 13));
+    c.metadata_written(2, Ok(()), secs(t0, 13));
+    assert_eq!(completions(&drain(&mut c)), vec![(2, true)]);
+}
+
+#[test]
+fn a_failed_final_checkpoint_is_retried_even_without_an_interval() {
+    let t0 = Instant::now();
+    let mut c = CheckpointCoordinator::new(
+        CheckpointSettings {
+            interval: None,
+            ..settings()
+        },
+        JOB,
+        "wc",
+        None,
+        (t0, 1_000_000),
+    );
+    c.attempt_deployed(0, [(0, 0), (1, 0)], [(0, 0)]);
+    c.attempt_running(0, t0);
+    assert_eq!(c.poll_timeout(), None);
+    c.input_ended(0, (0, 0), secs(t0, 1));
+    assert_eq!(triggered(&drain(&mut c)), vec![1]);
+    c.decline(
+        &DeclineCheckpoint {
+            subtask: Some(sref(0, 1, 0)),
+            checkpoint_id: 1,
+            reason: "storage down".into(),
+        },
+        secs(t0, 1),
+    );
+    drain(&mut c);
+    // Not at once (no busy loop), but soon.
+    c.tick(secs(t0, 1));
+    assert!(triggered(&drain(&mut c)).is_empty());
+    assert_eq!(c.poll_timeout(), Some(secs(t0, 2)));
+    c.tick(secs(t0, 2));
+    assert_eq!(triggered(&drain(&mut c)), vec![2]);
 }
