@@ -80,3 +80,41 @@ pub fn committed_lines(dir: &std::path::Path) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// What separates two sorted line lists, for a failure message: how many lines are missing
+/// from `got` and how many are extra, with the first few of each.
+pub fn line_difference(expected: &[String], got: &[String]) -> String {
+    let (mut missing, mut extra) = (Vec::new(), Vec::new());
+    let (mut e, mut g) = (0, 0);
+    while e < expected.len() || g < got.len() {
+        match (expected.get(e), got.get(g)) {
+            (Some(a), Some(b)) if a == b => {
+                e += 1;
+                g += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                missing.push(a.as_str());
+                e += 1;
+            }
+            (Some(a), None) => {
+                missing.push(a.as_str());
+                e += 1;
+            }
+            (_, Some(b)) => {
+                extra.push(b.as_str());
+                g += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    let sample = |v: &[&str]| v.iter().take(5).copied().collect::<Vec<_>>().join(" | ");
+    format!(
+        "{} expected, {} committed: {} missing (first: {}), {} extra (first: {})",
+        expected.len(),
+        got.len(),
+        missing.len(),
+        sample(&missing),
+        extra.len(),
+        sample(&extra)
+    )
+}

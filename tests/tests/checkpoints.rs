@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use mesoflow_tests::cli::{Running, alive, mesoflow_run, pid_of};
-use mesoflow_tests::workspace::{committed_lines, reference_lines};
+use mesoflow_tests::workspace::{committed_lines, line_difference, reference_lines};
 use rand::Rng;
 
 /// One test at a time (the machine's cores, and the shared NameNode that one test stops).
@@ -54,6 +54,14 @@ fn hdfs() -> Option<String> {
     }
 }
 
+/// Long enough (about 60 s of input) to outlast a NameNode restart and its safe mode.
+const LONG: [(&str, &str); 4] = [
+    ("events", "2400000"),
+    ("keys", "1000"),
+    ("rate", "40000"),
+    ("events_per_ms", "10"),
+];
+
 /// `mesoflow run windowed-count` on two single-slot executors, exactly-once part files in
 /// `out`, checkpoints every `interval` into `checkpoints`.
 fn checkpointed_run(out: &Path, checkpoints: &str, interval: &str, extra: &[&str]) -> Running {
@@ -90,11 +98,13 @@ fn checkpointed_run_of(
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut cmd = mesoflow_run("windowed-count", params, &args);
-    cmd.env(
-        "MESOFLOW_LOG",
+    // The caller's MESOFLOW_LOG wins, for a closer look at a failure.
+    let log = std::env::var("MESOFLOW_LOG").unwrap_or_else(|_| {
         "warn,mesoflow_scheduler::cli=info,mesoflow_executor::task_manager=info,\
-         mesoflow_scheduler::job_manager::checkpoints=info",
-    );
+         mesoflow_scheduler::job_manager::checkpoints=info"
+            .into()
+    });
+    cmd.env("MESOFLOW_LOG", log);
     Running::start(cmd)
 }
 
@@ -139,14 +149,10 @@ fn crash_loop(checkpoints: &str, backend: &str) {
         "{stderr}"
     );
     let got = committed_lines(out.path());
-    assert_eq!(
-        got.len(),
-        expected.len(),
-        "lines lost or duplicated; stderr:\n{stderr}"
-    );
     assert!(
         got == expected,
-        "committed output differs from the failure-free run"
+        "the committed output differs from the failure-free run: {}; stderr:\n{stderr}",
+        line_difference(&expected, &got)
     );
     let hidden: Vec<_> = std::fs::read_dir(out.path())
         .unwrap()
@@ -257,9 +263,89 @@ fn a_corrupt_checkpoint_is_detected_and_recovery_falls_back_to_the_previous_one(
     distinct.dedup();
     assert!(
         distinct == expected,
-        "lines lost after the fallback:\n{stderr}"
+        "lines lost after the fallback: {}; stderr:\n{stderr}",
+        line_difference(&expected, &distinct)
     );
     assert!(got.len() > expected.len(), "the fallback replayed nothing");
+}
+
+#[test]
+fn an_unreachable_namenode_fails_checkpoints_without_killing_the_job_until_it_is_back() {
+    let _serial = serial();
+    let Some(hdfs) = hdfs() else { return };
+    let services = std::env::var("MESOFLOW_TEST_HDFS_DIR").expect("MESOFLOW_TEST_HDFS_DIR");
+    let services = Path::new(&services);
+    let expected = expected_lines(&LONG);
+    let out = tempfile::tempdir().unwrap();
+    let root = format!("{hdfs}/namenode-down-{:08x}", rand::random::<u32>());
+    let mut run = checkpointed_run_of(
+        &LONG,
+        out.path(),
+        &root,
+        "1s",
+        &[
+            "-Dexecution.checkpointing.tolerable-failed-checkpoints=1000",
+            "-Dexecution.checkpointing.timeout=5s",
+        ],
+    );
+    run.wait_for("checkpoint completed", Duration::from_secs(60));
+    // Stop the NameNode (and its DataNode: the whole MiniDFSCluster process).
+    let pid: i32 = std::fs::read_to_string(services.join("pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: a plain kill(2) of the test services' HDFS process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(pid), "HDFS did not stop");
+    let failed = run.wait_for("checkpoint aborted", Duration::from_secs(60));
+    eprintln!("while HDFS is down: {failed}");
+    std::thread::sleep(Duration::from_secs(2));
+    // Start it again on the same port and data (the command services.sh recorded).
+    let _ = std::fs::remove_file(services.join("address"));
+    let cmd = std::fs::read_to_string(services.join("cmd")).unwrap();
+    let log = services.join("minidfs.log");
+    // In the background of a shell that exits at once: HDFS outlives this test, and
+    // `services.sh stop` ends it through the pid file.
+    let started = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "{} >>'{}' 2>&1 & echo $!",
+            cmd.trim(),
+            log.display()
+        ))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&started.stdout).trim().to_owned();
+    assert!(
+        pid.parse::<i32>().is_ok(),
+        "no pid from the relaunch: {pid:?}"
+    );
+    std::fs::write(services.join("pid"), pid).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !services.join("address").exists() {
+        assert!(Instant::now() < deadline, "HDFS did not come back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Back after the restart and the NameNode's safe mode.
+    run.wait_for("checkpoint completed", Duration::from_secs(120));
+    let (code, _, stderr) = run.finish(Duration::from_secs(300));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        !stderr.contains("restarting the job"),
+        "failed checkpoints restarted the job:\n{stderr}"
+    );
+    let got = committed_lines(out.path());
+    assert!(
+        got == expected,
+        "the committed output differs from the failure-free run: {}; stderr:\n{stderr}",
+        line_difference(&expected, &got)
+    );
 }
 
 /// `mesoflow <args>` against a cluster; (exit code, stdout, stderr).
@@ -364,13 +450,9 @@ fn rescaling_2_3_1_through_savepoints_keeps_every_key_s_state_exactly() {
     let (code, _, stderr) = mesoflow(&args);
     assert_eq!(code, Some(0), "{stderr}");
     let got = committed_lines(out.path());
-    assert_eq!(
-        got.len(),
-        expected.len(),
-        "lines lost or duplicated across the rescales"
-    );
     assert!(
         got == expected,
-        "committed output differs from the failure-free run"
+        "the committed output differs from the failure-free run across the rescales: {}",
+        line_difference(&expected, &got)
     );
 }
