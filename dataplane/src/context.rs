@@ -19,6 +19,10 @@ pub struct RuntimeConfig {
     /// Block a channel that delivered a barrier until every channel has (exactly-once); off
     /// for at-least-once checkpoints, where records after a barrier may be in the snapshot.
     pub barrier_alignment: bool,
+    /// Unaligned exactly-once checkpoints: barriers overtake queued data as priority events and
+    /// the records they overtook are stored in the snapshot as in-flight data
+    /// ([`crate::unaligned`]). Only meaningful with `barrier_alignment`.
+    pub unaligned_checkpoints: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -28,6 +32,7 @@ impl Default for RuntimeConfig {
             channel_capacity: 16,
             buffer_timeout_ms: 10,
             barrier_alignment: true,
+            unaligned_checkpoints: false,
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::marker::PhantomData;
 
-use crate::element::{Batch, Control, Message, Rec};
+use crate::element::{Barrier, Batch, ChannelEvent, Control, Message, Rec};
 use crate::emitter::Emitter;
 use crate::error::Result;
 use crate::key_groups::{Key, key_hash, subtask_for_key_group};
@@ -128,6 +128,13 @@ impl<T: Send, P: Partitioner<T>> Emitter<T> for ExchangeOutput<T, P> {
         match control {
             Control::ProcessingTime(_) => Ok(()),
             Control::Flush => self.flush(),
+            Control::Barrier(b) if b.priority => {
+                // Unaligned: the barrier overtakes everything queued (never blocking), the
+                // buffered records follow as in-flight data, then the in-order marker.
+                send_priority(&mut self.senders, b)?;
+                self.flush()?;
+                send_marker(&mut self.senders, b)
+            }
             c => {
                 self.flush()?;
                 if let Some(event) = c.to_event() {
@@ -167,6 +174,10 @@ impl<T: Clone + Send> Emitter<T> for BroadcastOutput<T> {
     fn control(&mut self, control: Control) -> Result<()> {
         match control {
             Control::ProcessingTime(_) | Control::Flush => Ok(()),
+            Control::Barrier(b) if b.priority => {
+                send_priority(&mut self.senders, b)?;
+                send_marker(&mut self.senders, b)
+            }
             c => {
                 if let Some(event) = c.to_event() {
                     for tx in &mut self.senders {
@@ -177,6 +188,28 @@ impl<T: Clone + Send> Emitter<T> for BroadcastOutput<T> {
             }
         }
     }
+}
+
+/// Sends unaligned barrier `b` to every channel as a priority event.
+fn send_priority<T>(senders: &mut [BoxSender<T>], b: Barrier) -> Result<()> {
+    for tx in senders {
+        tx.send_priority(ChannelEvent::Barrier(b))?;
+    }
+    Ok(())
+}
+
+/// Sends the in-order marker of unaligned barrier `b` to every channel: the same barrier
+/// without the priority flag, queued behind the data. The receiver stops recording a channel's
+/// in-flight data at its marker.
+fn send_marker<T>(senders: &mut [BoxSender<T>], b: Barrier) -> Result<()> {
+    let marker = Barrier {
+        priority: false,
+        ..b
+    };
+    for tx in senders {
+        tx.send(Message::Event(ChannelEvent::Barrier(marker)))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

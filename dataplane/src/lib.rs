@@ -71,6 +71,7 @@ pub mod sources;
 pub mod state;
 pub mod stream;
 pub mod timers;
+pub mod unaligned;
 pub mod watermarks;
 pub mod window;
 

@@ -6,7 +6,7 @@
 //! subtask is built (never per record).
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use crate::runtime::channel::{
 use crate::runtime::task::{SubtaskIo, TaskMail};
 use crate::shuffle::ChannelId;
 use crate::source::SourceTask;
+use crate::unaligned::{InFlightLog, replay_in_flight};
 
 /// A value of a type known only to the factories that produce and consume it.
 pub type AnyBox = Box<dyn Any + Send>;
@@ -262,8 +263,16 @@ pub fn run_input_loop<T: Data>(
 ) -> Result<()> {
     let mut gate = InputGate::new(rxs.len());
     gate.set_alignment(ctx.config.barrier_alignment);
+    // Unaligned checkpoints take barriers away from the gate (which then never blocks).
+    let mut in_flight = (ctx.config.unaligned_checkpoints && ctx.config.barrier_alignment)
+        .then(|| InFlightLog::<T>::new(rxs.len()));
     let tick = Duration::from_millis(ctx.config.buffer_timeout_ms.max(1));
     head.control(Control::ProcessingTime(wall_clock_ms()))?;
+    // Records an unaligned checkpoint caught in flight come before anything the channels bring.
+    replay_in_flight(&mut head, ctx)?;
+    // Messages read ahead of processing while an unaligned checkpoint waits for its markers.
+    let mut stash: Vec<VecDeque<Message<T>>> = (0..rxs.len()).map(|_| VecDeque::new()).collect();
+    let stash_limit = ctx.config.channel_capacity.max(1) * STASH_FACTOR;
     let mut next_tick = Instant::now() + tick;
     let mut next = 0usize;
     let n = rxs.len();
@@ -285,34 +294,55 @@ pub fn run_input_loop<T: Data>(
                 }
             }
         }
+        if let Some(log) = &mut in_flight
+            && log.pending().is_some()
+        {
+            stash_in_flight(&mut rxs, &mut stash, log, &mut head, ctx, stash_limit)?;
+        }
         let mut received = None;
         for k in 0..n {
             let i = (next + k) % n;
+            if let Some(m) = stash[i].pop_front() {
+                received = Some((i, m, true));
+                next = i + 1;
+                break;
+            }
             if gate.is_ended(i) || gate.is_blocked(i) {
                 continue;
             }
             match rxs[i].try_recv() {
                 Ok(Some(m)) => {
-                    received = Some((i, m));
+                    received = Some((i, m, false));
                     next = i + 1;
                     break;
                 }
                 Ok(None) => {}
-                Err(EngineError::UpstreamVanished { .. }) => return Err(vanished(ctx)),
-                Err(e) if ctx.cancel.is_cancelled() => {
-                    tracing::debug!(task = %ctx.task_name(), error = %e, "input failed while cancelling");
-                    return Err(EngineError::Cancelled);
-                }
-                Err(e) => return Err(e),
+                Err(e) => return Err(receive_failed(e, ctx)),
             }
         }
         match received {
-            Some((i, Message::Batch(b))) => {
+            Some((i, Message::Batch(b), stashed)) => {
                 gate.on_records(i);
+                if let Some(log) = &mut in_flight
+                    && !stashed
+                {
+                    log.on_batch(i, &b);
+                }
                 head.batch(b)?;
             }
-            Some((_, Message::Event(ChannelEvent::Cancel))) => return Err(vanished(ctx)),
-            Some((i, Message::Event(event))) => {
+            Some((_, Message::Event(ChannelEvent::Cancel), _)) => return Err(vanished(ctx)),
+            Some((i, Message::Event(ChannelEvent::Barrier(b)), _)) if in_flight.is_some() => {
+                if let Some(log) = &mut in_flight {
+                    log.on_barrier(i, b, &mut head, ctx)?;
+                }
+            }
+            Some((i, Message::Event(event), _)) => {
+                if event.is_terminal()
+                    && let Some(log) = &mut in_flight
+                {
+                    // Before the gate: the checkpoint completes before a possible end of input.
+                    log.on_end(i, &mut head, ctx)?;
+                }
                 for out in gate.on_event(i, event) {
                     if let Control::Barrier(b) = out {
                         // The chain snapshots as the barrier passes through it.
@@ -343,6 +373,83 @@ pub fn run_input_loop<T: Data>(
             head.control(Control::Flush)?;
             next_tick = now + tick;
         }
+    }
+}
+
+/// How many channel capacities of messages a channel may have read ahead while an unaligned
+/// checkpoint waits for its marker; past that the channel is read at processing speed again
+/// (backpressure), and the checkpoint waits longer rather than the heap growing.
+const STASH_FACTOR: usize = 4;
+
+/// While an unaligned checkpoint waits for markers, reads every channel that is still in flight
+/// ahead of processing, up to its marker: the messages are recorded (batches) and kept in
+/// `stash` to be processed in order later. The checkpoint so completes as soon as the upstream
+/// subtasks could send their markers, not once the slow subtask has worked through its queues
+/// (which is what an aligned checkpoint, and a receiver that only records what it processes,
+/// would wait for).
+fn stash_in_flight<T: Data>(
+    rxs: &mut [BoxReceiver<T>],
+    stash: &mut [VecDeque<Message<T>>],
+    log: &mut InFlightLog<T>,
+    head: &mut BoxEmitter<T>,
+    ctx: &TaskContext,
+    limit: usize,
+) -> Result<()> {
+    for i in 0..rxs.len() {
+        // Nothing is read past a stashed barrier or end: what follows belongs to another
+        // checkpoint's recording.
+        let stopped = |q: &VecDeque<Message<T>>| {
+            q.iter().any(|m| {
+                matches!(m, Message::Event(e) if e.is_terminal() || matches!(e, ChannelEvent::Barrier(_)))
+            })
+        };
+        if stopped(&stash[i]) {
+            continue;
+        }
+        while log.is_recording(i) && stash[i].len() < limit {
+            let m = match rxs[i].try_recv() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => return Err(receive_failed(e, ctx)),
+            };
+            match m {
+                Message::Batch(b) => {
+                    log.on_batch(i, &b);
+                    stash[i].push_back(Message::Batch(b));
+                }
+                // Barriers of the pending checkpoint (or older) only move the protocol on.
+                Message::Event(ChannelEvent::Barrier(b))
+                    if log.pending().is_some_and(|p| b.checkpoint_id <= p) =>
+                {
+                    log.on_barrier(i, b, head, ctx)?;
+                }
+                Message::Event(event) => {
+                    if event.is_terminal() {
+                        log.on_end(i, head, ctx)?;
+                    }
+                    let stop = event.is_terminal() || matches!(event, ChannelEvent::Barrier(_));
+                    // Watermarks and idleness in order, later; a newer checkpoint's barrier
+                    // or the end stop the read-ahead (they are handled in order, later).
+                    stash[i].push_back(Message::Event(event));
+                    if stop {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a failed channel read means for the subtask.
+fn receive_failed(e: EngineError, ctx: &TaskContext) -> EngineError {
+    match e {
+        EngineError::UpstreamVanished { .. } => vanished(ctx),
+        e if ctx.cancel.is_cancelled() => {
+            tracing::debug!(task = %ctx.task_name(), error = %e, "input failed while cancelling");
+            EngineError::Cancelled
+        }
+        e => e,
     }
 }
 

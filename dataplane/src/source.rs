@@ -110,7 +110,9 @@ impl<T: Send, S: Source<T>> SourceDriver<T, S> {
 
     /// Starts checkpoint `barrier`: the position after the records emitted so far, then the
     /// barrier downstream.
-    fn checkpoint(&mut self, barrier: crate::element::Barrier) -> Result<()> {
+    fn checkpoint(&mut self, mut barrier: crate::element::Barrier) -> Result<()> {
+        // Unaligned: the barrier leaves as a priority event that overtakes queued data.
+        barrier.priority = self.ctx.config.unaligned_checkpoints;
         let id = barrier.checkpoint_id;
         let began = self.ctx.checkpoint.begin(id);
         if began && let Some(position) = self.source.position()? {

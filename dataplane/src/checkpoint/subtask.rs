@@ -436,6 +436,18 @@ impl SubtaskCheckpoint {
             .unwrap_or_default()
     }
 
+    /// Names of the restored operator states of `op` (every snapshotted subtask's).
+    pub fn restored_state_names(&self, op: &str) -> Vec<String> {
+        let Some(r) = &self.0.restored else {
+            return Vec::new();
+        };
+        r.operator
+            .keys()
+            .filter(|(o, _)| o == op)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+
     /// Parallelism of `op` in the restored snapshot, if it has state there.
     pub fn restored_parallelism(&self, op: &str) -> Option<u32> {
         self.0.restored.as_ref()?.parallelism.get(op).copied()

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use crossbeam_utils::sync::{Parker, Unparker};
 
-use crate::element::{Data, Message, Rec};
+use crate::element::{ChannelEvent, Data, Message, Rec};
 use crate::error::{EngineError, Result};
 use crate::shuffle::{
     ChannelId, RemoteReceiver, RemoteSender, ShuffleEndpoint, ShuffleError, ShuffleMessage,
@@ -32,6 +32,13 @@ pub trait ChannelSender<T>: Send {
     /// Ships a message, blocking while the receiver is full (backpressure). Fails when the
     /// receiver is gone (the job is being cancelled or the receiver failed).
     fn send(&mut self, message: Message<T>) -> Result<()>;
+
+    /// Ships a priority event (an unaligned checkpoint barrier) ahead of the data queued in the
+    /// channel, without blocking on a full channel: backpressure is exactly when unaligned
+    /// checkpoints matter. The default queues it in order (for channels without a priority lane).
+    fn send_priority(&mut self, event: ChannelEvent) -> Result<()> {
+        self.send(Message::Event(event))
+    }
 }
 
 /// One incoming channel from one producer subtask.
@@ -76,9 +83,12 @@ impl InputParker {
     }
 }
 
-/// A channel inside the process: a bounded crossbeam channel of batches.
+/// A channel inside the process: a bounded crossbeam channel of batches, plus an unbounded
+/// priority lane the receiver drains first (unaligned barriers: a handful per checkpoint, so
+/// the lane needs no bound, and a full data lane must not hold them back).
 pub struct LocalSender<T> {
     tx: Sender<Message<T>>,
+    priority: Sender<ChannelEvent>,
     waker: InputWaker,
 }
 
@@ -86,6 +96,14 @@ impl<T: Send> ChannelSender<T> for LocalSender<T> {
     #[inline]
     fn send(&mut self, message: Message<T>) -> Result<()> {
         self.tx.send(message).map_err(|_| EngineError::Cancelled)?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    fn send_priority(&mut self, event: ChannelEvent) -> Result<()> {
+        self.priority
+            .send(event)
+            .map_err(|_| EngineError::Cancelled)?;
         self.waker.wake();
         Ok(())
     }
@@ -101,11 +119,16 @@ impl<T> Drop for LocalSender<T> {
 /// The consuming end of a local channel.
 pub struct LocalReceiver<T> {
     rx: Receiver<Message<T>>,
+    priority: Receiver<ChannelEvent>,
 }
 
 impl<T: Send> ChannelReceiver<T> for LocalReceiver<T> {
     #[inline]
     fn try_recv(&mut self) -> Result<Option<Message<T>>> {
+        // The priority lane first; its disconnect is seen on the data lane (same sender).
+        if let Ok(event) = self.priority.try_recv() {
+            return Ok(Some(Message::Event(event)));
+        }
         match self.rx.try_recv() {
             Ok(m) => Ok(Some(m)),
             Err(TryRecvError::Empty) => Ok(None),
@@ -119,7 +142,9 @@ impl<T: Send> ChannelReceiver<T> for LocalReceiver<T> {
 impl<T> LocalReceiver<T> {
     /// Every message queued right now (tests).
     pub fn drain(&self) -> Vec<Message<T>> {
-        self.rx.try_iter().collect()
+        let mut out: Vec<_> = self.priority.try_iter().map(Message::Event).collect();
+        out.extend(self.rx.try_iter());
+        out
     }
 }
 
@@ -130,7 +155,18 @@ pub fn local_channel<T: Send>(
     waker: InputWaker,
 ) -> (LocalSender<T>, LocalReceiver<T>) {
     let (tx, rx) = crossbeam_channel::bounded(capacity.max(1));
-    (LocalSender { tx, waker }, LocalReceiver { rx })
+    let (priority_tx, priority_rx) = crossbeam_channel::unbounded();
+    (
+        LocalSender {
+            tx,
+            priority: priority_tx,
+            waker,
+        },
+        LocalReceiver {
+            rx,
+            priority: priority_rx,
+        },
+    )
 }
 
 /// What remote channels of one execution attempt share: this executor's shuffle endpoint, the
@@ -224,6 +260,25 @@ impl<T: Data> ChannelSender<T> for RemoteChannelSender<T> {
         }
         Ok(())
     }
+
+    fn send_priority(&mut self, event: ChannelEvent) -> Result<()> {
+        if self.ended {
+            return Err(self.failed(ShuffleError::ChannelClosed));
+        }
+        let channel = self.channel;
+        // The outbox puts a priority event ahead of its queued frames and never waits for room.
+        // The frames it overtook are still sent (before the in-order marker that follows), so
+        // the consumer records them as in-flight data: nothing to keep here.
+        let overtaken = self
+            .open()?
+            .send_event(event)
+            .map_err(|cause| EngineError::Channel {
+                channel: channel.to_string(),
+                cause,
+            })?;
+        tracing::trace!(%channel, overtaken = overtaken.len(), "priority barrier sent");
+        Ok(())
+    }
 }
 
 /// Receives from a subtask on another executor.
@@ -270,5 +325,69 @@ impl<T: Data> ChannelReceiver<T> for RemoteChannelReceiver<T> {
                 Some(Message::Batch(records))
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::element::Barrier;
+    use std::time::Duration;
+
+    #[test]
+    fn a_priority_barrier_overtakes_a_full_channel_without_blocking() {
+        let (parker, waker) = InputParker::new();
+        let (mut tx, mut rx) = local_channel::<u64>(2, waker);
+        let barrier = ChannelEvent::Barrier(Barrier {
+            checkpoint_id: 3,
+            timestamp_ms: 0,
+            priority: true,
+        });
+        // A producer fills the channel and blocks on the third batch (a slow consumer); then
+        // a priority barrier must still get through at once.
+        let producer = std::thread::spawn(move || {
+            for i in 0..3u64 {
+                tx.send(Message::Batch(vec![Rec::untimed(i)])).unwrap();
+            }
+            tx.send_priority(barrier).unwrap();
+            tx
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!producer.is_finished(), "the channel was not full");
+        // The first batch leaves room: the blocked send completes, then the barrier is sent.
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Some(Message::Batch(vec![Rec::untimed(0)]))
+        );
+        let tx = producer.join().unwrap();
+        parker.park_timeout(Duration::from_millis(1));
+        assert_eq!(rx.try_recv().unwrap(), Some(Message::Event(barrier)));
+        for i in 1..3u64 {
+            assert_eq!(
+                rx.try_recv().unwrap(),
+                Some(Message::Batch(vec![Rec::untimed(i)]))
+            );
+        }
+        assert_eq!(rx.try_recv().unwrap(), None);
+        drop(tx);
+    }
+
+    #[test]
+    fn a_priority_barrier_is_sent_while_the_data_lane_is_full() {
+        let (_parker, waker) = InputParker::new();
+        let (mut tx, mut rx) = local_channel::<u64>(1, waker);
+        tx.send(Message::Batch(vec![Rec::untimed(1)])).unwrap();
+        let barrier = ChannelEvent::Barrier(Barrier {
+            checkpoint_id: 1,
+            timestamp_ms: 0,
+            priority: true,
+        });
+        // Would block forever on the data lane; returns at once on the priority lane.
+        tx.send_priority(barrier).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), Some(Message::Event(barrier)));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Some(Message::Batch(vec![Rec::untimed(1)]))
+        );
     }
 }

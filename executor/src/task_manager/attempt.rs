@@ -146,6 +146,8 @@ fn runtime_of(def: &JobDefinition, checkpointing: Option<&Checkpointing>) -> Run
     let mut config = RuntimeConfig::default();
     if let Some(c) = checkpointing {
         config.barrier_alignment = c.mode() != CheckpointMode::AtLeastOnce;
+        // Unaligned checkpoints are an exactly-once technique: at-least-once ignores the flag.
+        config.unaligned_checkpoints = c.unaligned && config.barrier_alignment;
     }
     if let Some(r) = &def.runtime {
         if r.batch_size > 0 {

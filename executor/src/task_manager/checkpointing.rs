@@ -26,9 +26,12 @@ use mesoflow_proto::control::{
     AcknowledgeCheckpoint, DeclineCheckpoint, SubtaskStateChange, TaskManagerMessage,
     TriggerCheckpoint, task_manager_message,
 };
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use super::attempt::{AttemptKey, subtask_ref};
+
+/// How long a subtask waits for the trigger of a barrier that arrived first.
+const TRIGGER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Triggered {
     info: TriggerInfo,
@@ -39,6 +42,8 @@ struct Triggered {
 pub struct AttemptCheckpoints {
     key: AttemptKey,
     triggered: Mutex<BTreeMap<u64, Triggered>>,
+    /// Signalled when a trigger is remembered (a barrier may arrive before its trigger).
+    trigger_known: Condvar,
     storages: Mutex<HashMap<String, Arc<dyn CheckpointStorage>>>,
     subtasks: Mutex<HashMap<SubtaskId, SubtaskCheckpoint>>,
     send: ControlSender,
@@ -60,6 +65,7 @@ impl AttemptCheckpoints {
         Self {
             key,
             triggered: Mutex::new(BTreeMap::new()),
+            trigger_known: Condvar::new(),
             storages: Mutex::new(HashMap::new()),
             subtasks: Mutex::new(HashMap::new()),
             send,
@@ -71,6 +77,30 @@ impl AttemptCheckpoints {
     /// Knows the subtask's checkpointing (to record where its uploads went).
     pub fn register(&self, id: SubtaskId, checkpoint: SubtaskCheckpoint) {
         self.subtasks.lock().insert(id, checkpoint);
+    }
+
+    /// What was triggered for checkpoint `id`. A barrier from a source on another TaskManager
+    /// can overtake the JobManager's trigger to this one (unaligned barriers skip the queues):
+    /// a checkpoint newer than every known trigger is waited for, briefly.
+    fn trigger_info(&self, checkpoint_id: u64) -> Option<TriggerInfo> {
+        let deadline = Instant::now() + TRIGGER_WAIT;
+        let mut triggered = self.triggered.lock();
+        loop {
+            if let Some(t) = triggered.get(&checkpoint_id) {
+                return Some(t.info.clone());
+            }
+            let newer_known = triggered
+                .last_key_value()
+                .is_some_and(|(id, _)| *id > checkpoint_id);
+            if newer_known
+                || self
+                    .trigger_known
+                    .wait_until(&mut triggered, deadline)
+                    .timed_out()
+            {
+                return triggered.get(&checkpoint_id).map(|t| t.info.clone());
+            }
+        }
     }
 
     /// The JobManager triggered a checkpoint: remembered before any barrier of it can reach a
@@ -91,6 +121,7 @@ impl AttemptCheckpoints {
         while triggered.len() > 16 {
             triggered.pop_first();
         }
+        self.trigger_known.notify_all();
     }
 
     /// Runs the completion hooks of every subtask of the attempt (running or finished).
@@ -288,11 +319,7 @@ pub struct Services(pub Arc<AttemptCheckpoints>);
 
 impl CheckpointServices for Services {
     fn trigger(&self, checkpoint_id: u64) -> Option<TriggerInfo> {
-        self.0
-            .triggered
-            .lock()
-            .get(&checkpoint_id)
-            .map(|t| t.info.clone())
+        self.0.trigger_info(checkpoint_id)
     }
 
     fn submit(&self, snapshot: SubtaskSnapshot) {

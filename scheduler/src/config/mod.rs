@@ -462,6 +462,8 @@ impl Configuration {
                     .max(1),
                 // Follows the checkpointing mode of each attempt (set by the TaskManager).
                 barrier_alignment: true,
+                // Follows `Checkpointing.unaligned` of each attempt (set by the TaskManager).
+                unaligned_checkpoints: false,
             },
         };
         let cluster = ClusterOptions {

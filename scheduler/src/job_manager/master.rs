@@ -1331,21 +1331,9 @@ impl JobMaster {
                     if !live(self, trigger.attempt) {
                         continue;
                     }
-                    let sources = self
-                        .job
-                        .as_ref()
-                        .map(|j| j.source_chains.clone())
-                        .unwrap_or_default();
-                    let mut hosts: Vec<WorkerId> = self
-                        .subtasks
-                        .iter()
-                        .filter(|((chain, _), _)| sources.contains(chain))
-                        .map(|(_, s)| s.worker.clone())
-                        .filter(|id| self.workers.contains_key(id))
-                        .collect();
-                    hosts.sort();
-                    hosts.dedup();
-                    for worker in hosts {
+                    // Every worker of the attempt: sources inject the barrier, and every
+                    // subtask needs the trigger's options when the barrier reaches it.
+                    for worker in self.attempt_workers() {
                         self.actions.push_back(Action::TriggerCheckpoint {
                             worker,
                             trigger: trigger.clone(),
