@@ -21,10 +21,12 @@ pub const MAX_WATERMARK: i64 = i64::MAX;
 /// (moved, never serialized) or crosses to another one (an rkyv archive over the QUIC shuffle,
 /// validated on arrival). Derive it with
 /// `#[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]`; primitives, tuples,
-/// `String`, `Vec` and `Option` already qualify.
+/// `String`, `Vec` and `Option` already qualify. `Sync`, because a snapshot shares frozen
+/// state with the uploader.
 pub trait Data:
     Clone
     + Send
+    + Sync
     + 'static
     + ShuffleRecord
     + rkyv::Archive<Archived: rkyv::Deserialize<Self, HighDeserializer<rkyv::rancor::Error>>>
@@ -33,6 +35,7 @@ pub trait Data:
 impl<T> Data for T where
     T: Clone
         + Send
+        + Sync
         + 'static
         + ShuffleRecord
         + rkyv::Archive<Archived: rkyv::Deserialize<T, HighDeserializer<rkyv::rancor::Error>>>

@@ -121,11 +121,13 @@ impl Running {
     }
 }
 
-/// The pid in a "started TaskManager <id> (pid <n>)" line.
+/// The pid in a "started TaskManager <id> (pid <n>)" line. An executor's log line may follow
+/// on the same line (the processes share stderr), so only the digits after "(pid " count.
 pub fn pid_of(line: &str) -> i32 {
-    line.rsplit("(pid ")
-        .next()
-        .and_then(|rest| rest.trim_end_matches(')').parse().ok())
+    line.split("(pid ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no pid in '{line}'"))
 }
 

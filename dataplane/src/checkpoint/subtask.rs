@@ -39,13 +39,29 @@ pub struct TriggerInfo {
     pub savepoint: bool,
 }
 
+/// Serializes one key group later, off the task thread (`None`: empty, nothing to store).
+pub type DeferredWrite = Arc<dyn Fn() -> Result<Option<Vec<u8>>> + Send + Sync>;
+
 /// One key group's state in a snapshot.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum KeyGroupPiece {
     /// Serialized now (raw, uncompressed).
     Written(Vec<u8>),
+    /// Frozen at the barrier, serialized by whoever uploads the snapshot
+    /// ([`SubtaskSnapshot::serialize_deferred`]); the task thread only froze it.
+    Deferred(DeferredWrite),
     /// Unchanged since the base checkpoint: its segment there.
     Unchanged(KeyGroupState),
+}
+
+impl std::fmt::Debug for KeyGroupPiece {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Written(b) => f.debug_tuple("Written").field(&b.len()).finish(),
+            Self::Deferred(_) => f.write_str("Deferred"),
+            Self::Unchanged(h) => f.debug_tuple("Unchanged").field(h).finish(),
+        }
+    }
 }
 
 /// Keyed state of one operator's key group.
@@ -98,6 +114,25 @@ pub struct SubtaskSnapshot {
     pub sync_millis: u64,
     /// The subtask's source had reached the end of its input before the barrier.
     pub input_ended: bool,
+}
+
+impl SubtaskSnapshot {
+    /// Serializes the key groups frozen at the barrier (the asynchronous part of a snapshot;
+    /// the uploader calls it off the task thread). Empty ones are dropped.
+    pub fn serialize_deferred(&mut self) -> Result<()> {
+        let mut out = Vec::with_capacity(self.keyed.len());
+        for mut part in std::mem::take(&mut self.keyed) {
+            if let KeyGroupPiece::Deferred(write) = &part.piece {
+                match write()? {
+                    Some(bytes) => part.piece = KeyGroupPiece::Written(bytes),
+                    None => continue,
+                }
+            }
+            out.push(part);
+        }
+        self.keyed = out;
+        Ok(())
+    }
 }
 
 /// The TaskManager's services to its subtasks' checkpoints.
@@ -274,7 +309,7 @@ impl SubtaskCheckpoint {
                         (p.operator_id.clone(), p.state_name.clone(), p.key_group),
                         h.clone(),
                     )),
-                    KeyGroupPiece::Written(_) => None,
+                    KeyGroupPiece::Written(_) | KeyGroupPiece::Deferred(_) => None,
                 })
                 .collect();
             c.pending_handles.insert(id, handles);
@@ -334,6 +369,20 @@ impl SubtaskCheckpoint {
         changed: impl Fn(u32) -> bool,
         mut write: impl FnMut(u32) -> Result<Option<Vec<u8>>>,
     ) -> Result<()> {
+        self.snapshot_pieces(op, state_name, changed, |kg| {
+            Ok(write(kg)?.map(KeyGroupPiece::Written))
+        })
+    }
+
+    /// [`snapshot_keyed`](Self::snapshot_keyed) whose `piece(kg)` may defer the serialization
+    /// ([`KeyGroupPiece::Deferred`]) to the uploader.
+    pub fn snapshot_pieces(
+        &self,
+        op: &OperatorIds,
+        state_name: &str,
+        changed: impl Fn(u32) -> bool,
+        mut piece: impl FnMut(u32) -> Result<Option<KeyGroupPiece>>,
+    ) -> Result<()> {
         let mut c = self.0.collect.lock();
         if c.current.is_none() {
             return Ok(());
@@ -359,12 +408,12 @@ impl SubtaskCheckpoint {
                 continue;
             }
             c.written.insert(key);
-            if let Some(bytes) = write(kg)? {
+            if let Some(piece) = piece(kg)? {
                 c.keyed.push(KeyedPart {
                     operator_id: op.id.clone(),
                     state_name: state_name.to_owned(),
                     key_group: kg,
-                    piece: KeyGroupPiece::Written(bytes),
+                    piece,
                 });
             }
         }

@@ -34,12 +34,13 @@ pub mod primitives;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use crate::checkpoint::codec::{decode_entries, encode_entries};
-use crate::checkpoint::subtask::{OperatorIds, SubtaskCheckpoint, restore_error};
+use crate::checkpoint::subtask::{KeyGroupPiece, OperatorIds, SubtaskCheckpoint, restore_error};
 use crate::context::TaskContext;
 use crate::element::Data;
 use crate::error::{EngineError, Result};
@@ -275,10 +276,18 @@ pub struct ColdStats {
 ///
 /// Each key group has a changed flag, set by every access that may modify it and cleared by a
 /// snapshot: an incremental checkpoint writes only the key groups changed since the last one.
+///
+/// On the heap backend a snapshot freezes the changed key groups instead of serializing them:
+/// each map moves into an `Arc` that the uploader serializes off the task thread. The next
+/// access to a frozen key group takes its map back, without a copy once the uploader is done
+/// with it, or as a copy while the upload still reads it (copy-on-write per key group).
 pub struct KeyedStore<K, V> {
     range: KeyGroupRange,
     max_parallelism: u32,
     groups: Vec<FastMap<K, V>>,
+    /// Key groups frozen by a snapshot (their slot in `groups` is empty meanwhile).
+    frozen: Vec<Option<Arc<FastMap<K, V>>>>,
+    frozen_count: usize,
     changed: Vec<bool>,
     cold: Option<Box<Cold<K, V>>>,
 }
@@ -300,13 +309,15 @@ fn vanished() -> EngineError {
     }
 }
 
-impl<K: Key, V> KeyedStore<K, V> {
+impl<K: Key, V: Clone> KeyedStore<K, V> {
     /// An empty heap store for the key groups in `range`.
     pub fn new(range: KeyGroupRange, max_parallelism: u32) -> Self {
         Self {
             range,
             max_parallelism,
             groups: (0..range.len()).map(|_| FastMap::default()).collect(),
+            frozen: (0..range.len()).map(|_| None).collect(),
+            frozen_count: 0,
             changed: vec![false; range.len()],
             cold: None,
         }
@@ -407,6 +418,7 @@ impl<K: Key, V> KeyedStore<K, V> {
 
     /// Moves the cold value of `key` (if any) to the hot tier; true if `key` is now hot.
     fn promote(&mut self, slot: usize, key: &K) -> Result<bool> {
+        self.thaw(slot);
         if self.groups[slot].contains_key(key) {
             return Ok(true);
         }
@@ -437,6 +449,7 @@ impl<K: Key, V> KeyedStore<K, V> {
     ) -> Result<R> {
         let slot = self.slot(key)?;
         self.changed[slot] = true;
+        self.thaw(slot);
         if let Some(v) = self.groups[slot].get_mut(key) {
             let (new, r) = f(Some(&mut *v));
             if let Some(new) = new {
@@ -465,6 +478,7 @@ impl<K: Key, V> KeyedStore<K, V> {
     pub fn get_or_insert_with(&mut self, key: &K, init: impl FnOnce() -> V) -> Result<&mut V> {
         let slot = self.slot(key)?;
         self.changed[slot] = true;
+        self.thaw(slot);
         if !self.promote(slot, key)? {
             self.make_room(slot)?;
             self.groups[slot].insert(key.clone(), init());
@@ -487,6 +501,7 @@ impl<K: Key, V> KeyedStore<K, V> {
             return Ok(None);
         };
         self.changed[slot] = true;
+        self.thaw(slot);
         if let Some(v) = self.groups[slot].remove(key) {
             return Ok(Some(v));
         }
@@ -508,7 +523,32 @@ impl<K: Key, V> KeyedStore<K, V> {
 
     /// Number of keys whose value is on the heap.
     pub fn hot_len(&self) -> usize {
-        self.groups.iter().map(|g| g.len()).sum()
+        self.hot_groups().map(|g| g.len()).sum()
+    }
+
+    /// The hot maps, frozen or not.
+    fn hot_groups(&self) -> impl Iterator<Item = &FastMap<K, V>> {
+        self.groups
+            .iter()
+            .zip(&self.frozen)
+            .map(|(g, f)| f.as_deref().unwrap_or(g))
+    }
+
+    /// Takes back the map of a frozen key group before it is accessed.
+    #[inline]
+    fn thaw(&mut self, slot: usize) {
+        if self.frozen_count > 0 {
+            self.thaw_slow(slot);
+        }
+    }
+
+    #[cold]
+    fn thaw_slow(&mut self, slot: usize) {
+        if let Some(map) = self.frozen.get_mut(slot).and_then(Option::take) {
+            self.frozen_count -= 1;
+            // The upload is done with it (no copy), or still reads it (copy on write).
+            self.groups[slot] = Arc::try_unwrap(map).unwrap_or_else(|shared| (*shared).clone());
+        }
     }
 
     /// Most keys the hot tier holds (`None`: unbounded, the heap backend).
@@ -530,7 +570,7 @@ impl<K: Key, V> KeyedStore<K, V> {
 
     /// Calls `f` on every entry, hot and cold (cold values are decoded for the call).
     pub fn for_each(&self, mut f: impl FnMut(&K, &V)) -> Result<()> {
-        for g in &self.groups {
+        for g in self.hot_groups() {
             for (k, v) in g {
                 f(k, v);
             }
@@ -548,6 +588,9 @@ impl<K: Key, V> KeyedStore<K, V> {
     /// Visits every entry, hot and cold, keeping those for which `f` returns true. A cold value
     /// that `f` modified is written back.
     pub fn retain(&mut self, mut f: impl FnMut(&K, &mut V) -> bool) -> Result<()> {
+        for slot in 0..self.groups.len() {
+            self.thaw(slot);
+        }
         for (g, changed) in self.groups.iter_mut().zip(&mut self.changed) {
             if !g.is_empty() {
                 // `f` may modify any value it visits.
@@ -589,15 +632,17 @@ impl<K: Key, V> KeyedStore<K, V> {
     }
 }
 
-impl<K: Key, V> KeyedStore<K, V> {
+impl<K: Key + Sync, V: Clone + Send + Sync + 'static> KeyedStore<K, V> {
     /// Hands the store (hot and cold entries) to checkpoint `cp` as state `name` of `op`, each
-    /// value converted by `to` into its stored form; clears the changed flags.
+    /// value converted by `to` into its stored form; clears the changed flags. On the heap
+    /// backend the changed key groups are frozen and serialized by the uploader; with a cold
+    /// tier they are serialized here.
     pub fn snapshot_as<S: Data>(
         &mut self,
         cp: &SubtaskCheckpoint,
         op: &OperatorIds,
         name: &str,
-        to: impl Fn(&V) -> S,
+        to: impl Fn(&V) -> S + Send + Sync + 'static,
     ) -> Result<()> {
         // The flags say what changed since the last snapshot handed in: keep them when no
         // checkpoint is collecting (a declined barrier).
@@ -606,6 +651,45 @@ impl<K: Key, V> KeyedStore<K, V> {
         }
         let start = self.range.start;
         let changed = std::mem::replace(&mut self.changed, vec![false; self.groups.len()]);
+        if self.cold.is_none() {
+            let to = Arc::new(to);
+            let (groups, frozen, frozen_count) =
+                (&mut self.groups, &mut self.frozen, &mut self.frozen_count);
+            return cp.snapshot_pieces(
+                op,
+                name,
+                |kg| changed.get((kg - start) as usize).copied().unwrap_or(true),
+                |kg| {
+                    let i = (kg - start) as usize;
+                    // Unchanged since an earlier snapshot froze it (a full checkpoint): shared.
+                    let map = match frozen.get(i) {
+                        Some(Some(map)) => map.clone(),
+                        Some(None) if !groups[i].is_empty() => {
+                            let map = Arc::new(std::mem::take(&mut groups[i]));
+                            frozen[i] = Some(map.clone());
+                            *frozen_count += 1;
+                            map
+                        }
+                        _ => return Ok(None),
+                    };
+                    if map.is_empty() {
+                        return Ok(None);
+                    }
+                    let (to, op, name) = (to.clone(), op.clone(), name.to_owned());
+                    Ok(Some(KeyGroupPiece::Deferred(Arc::new(move || {
+                        let mut keys: Vec<K> = Vec::with_capacity(map.len());
+                        let mut values: Vec<S> = Vec::with_capacity(map.len());
+                        for (k, v) in map.iter() {
+                            keys.push(k.clone());
+                            values.push(to(v));
+                        }
+                        encode_entries(&keys, &values)
+                            .map(Some)
+                            .map_err(|e| restore_error(&op, &name, e))
+                    }))))
+                },
+            );
+        }
         let groups = &self.groups;
         let cold = self.cold.as_deref();
         cp.snapshot_keyed(
@@ -664,6 +748,7 @@ impl<K: Key, V> KeyedStore<K, V> {
                         ),
                     ));
                 }
+                self.thaw(slot);
                 self.make_room(slot)?;
                 self.groups[slot].insert(k, from(s));
             }
@@ -974,12 +1059,17 @@ mod tests {
     struct Mem {
         snapshots: Mutex<Vec<SubtaskSnapshot>>,
         triggers: Mutex<HashMap<u64, TriggerInfo>>,
+        /// Keep frozen key groups unserialized (an upload that has not started yet).
+        keep_deferred: bool,
     }
     impl CheckpointServices for Mem {
         fn trigger(&self, id: u64) -> Option<TriggerInfo> {
             self.triggers.lock().get(&id).cloned()
         }
-        fn submit(&self, snapshot: SubtaskSnapshot) {
+        fn submit(&self, mut snapshot: SubtaskSnapshot) {
+            if !self.keep_deferred {
+                snapshot.serialize_deferred().unwrap();
+            }
             self.snapshots.lock().push(snapshot);
         }
         fn decline(&self, _: SubtaskId, id: u64, reason: String) {
@@ -1189,6 +1279,57 @@ mod tests {
 
         // Once 3 is uploaded it is the base: nothing changed since, nothing is written.
         assert!(written_groups(&snapshot(&mem, &cp, &mut s, &op, 4, 3)).is_empty());
+    }
+
+    #[test]
+    fn a_heap_snapshot_freezes_key_groups_and_later_writes_copy_them() {
+        let range = KeyGroupRange::for_subtask(0, 1, 16);
+        let op = op_ids(range, 16);
+        let mut s = KeyedStore::<u64, u64>::new(range, 16);
+        for k in 0..1000u64 {
+            s.get_or_insert_with(&k, || k).unwrap();
+        }
+        let before = contents(&s);
+        let mem = Arc::new(Mem {
+            keep_deferred: true,
+            ..Default::default()
+        });
+        let services: Arc<dyn CheckpointServices> = mem.clone();
+        let cp = SubtaskCheckpoint::new(SubtaskId { chain: 0, index: 0 }, Some(services), None);
+        mem.triggers.lock().insert(
+            1,
+            TriggerInfo {
+                full: true,
+                base: 0,
+                savepoint: false,
+            },
+        );
+        assert!(cp.begin(1));
+        s.snapshot_as(&cp, &op, "values", |v| *v).unwrap();
+        cp.finish(1);
+        // The task thread only froze the key groups: nothing is serialized yet.
+        let mut snapshot = mem.snapshots.lock().pop().unwrap();
+        assert_eq!(snapshot.keyed.len(), 16);
+        assert!(
+            snapshot
+                .keyed
+                .iter()
+                .all(|p| matches!(p.piece, KeyGroupPiece::Deferred(_)))
+        );
+        // The job goes on while the upload has not read the state: every key changes, one is
+        // removed, one is added; the store sees its own writes.
+        for k in 0..1000u64 {
+            *s.get_or_insert_with(&k, || 0).unwrap() += 1_000_000;
+        }
+        s.remove(&7).unwrap();
+        s.get_or_insert_with(&5000, || 1).unwrap();
+        assert_eq!(s.get(&8).unwrap(), Some(&1_000_008));
+        assert_eq!(s.len(), 1000);
+        // The snapshot still holds the values of the barrier.
+        snapshot.serialize_deferred().unwrap();
+        let mut back = KeyedStore::<u64, u64>::new(range, 16);
+        restore_into(&snapshot.keyed, &mut back, &op);
+        assert_eq!(contents(&back), before);
     }
 
     #[test]

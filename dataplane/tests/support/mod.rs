@@ -23,7 +23,11 @@ impl CheckpointServices for MemServices {
     fn trigger(&self, id: u64) -> Option<TriggerInfo> {
         self.triggered.lock().get(&id).cloned()
     }
-    fn submit(&self, snapshot: SubtaskSnapshot) {
+    fn submit(&self, mut snapshot: SubtaskSnapshot) {
+        // What the TaskManager's uploader does first.
+        snapshot
+            .serialize_deferred()
+            .expect("frozen state serializes");
         self.snapshots.lock().push(snapshot);
     }
     fn decline(&self, subtask: SubtaskId, id: u64, reason: String) {

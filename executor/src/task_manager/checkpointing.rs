@@ -182,16 +182,24 @@ impl AttemptCheckpoints {
             subtask.index,
             rand::random::<u32>()
         );
-        // Compressing is CPU work of seconds for large state: it runs on the blocking pool, so
-        // the runtime's workers keep serving heartbeats and control messages meanwhile.
+        // Serializing frozen key groups and compressing are CPU work of seconds for large
+        // state: they run on the blocking pool, so the runtime's workers keep serving
+        // heartbeats and control messages meanwhile.
         let (sync_millis, input_ended) = (snapshot.sync_millis, snapshot.input_ended);
         let assembled = tokio::task::spawn_blocking({
             let name = name.clone();
-            move || assemble(&name, id, &snapshot)
+            move || {
+                let mut snapshot = snapshot;
+                snapshot.serialize_deferred().map_err(|e| e.to_string())?;
+                Ok::<_, String>(assemble(&name, id, &snapshot))
+            }
         })
         .await;
         let (file, operators, written) = match assembled {
-            Ok(parts) => parts,
+            Ok(Ok(parts)) => parts,
+            Ok(Err(e)) => {
+                return self.decline_now(subtask, id, format!("snapshot encoding failed: {e}"));
+            }
             Err(e) => {
                 return self.decline_now(subtask, id, format!("snapshot encoding failed: {e}"));
             }
@@ -296,6 +304,8 @@ fn assemble(
                 h
             }
             KeyGroupPiece::Unchanged(h) => h.clone(),
+            // Serialized before assembling (`serialize_deferred`).
+            KeyGroupPiece::Deferred(_) => continue,
         };
         if let Some(o) = operators.get_mut(&part.operator_id) {
             o.key_groups.push(state);
